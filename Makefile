@@ -1,0 +1,35 @@
+# vlplatform: the README's two commands are `make demo` and `make test`.
+.DEFAULT_GOAL := help
+PY := .venv/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: help venv system-deps demo test lint format typecheck
+
+help:
+	@echo "make demo   set up everything, start the platform on its embedded stack, print the URL and logins"
+	@echo "make test   set up everything, run ruff and the whole test suite (integration and browser tests included)"
+	@echo "make lint   ruff and mypy"
+
+venv:
+	@bash scripts/venv.sh
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+demo: venv
+	$(PY) -m vlplatform.demo --host $(HOST) --port $(PORT)
+
+test: venv system-deps
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	$(PY) -m pytest
+
+lint: venv
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	$(PY) -m mypy .
+
+format: venv
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .

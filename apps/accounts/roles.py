@@ -1,0 +1,54 @@
+"""Roles are Django groups. Every page and endpoint names the roles it admits (see permissions.py)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+
+class Role(StrEnum):
+    MODERATOR = "moderator"
+    CLINICIAN = "clinician"
+    MERCHANDISER = "merchandiser"
+    ML_ADMIN = "ml_admin"
+    AUDITOR = "auditor"
+
+
+ALL_ROLES: frozenset[str] = frozenset(Role)
+
+# Where each role lands after login (URL names). A user with several roles lands on the first in this order.
+ROLE_HOME: dict[str, str] = {
+    Role.ML_ADMIN: "registry:console",
+    Role.AUDITOR: "audit:browser",
+    Role.MERCHANDISER: "accounts:api_keys",
+    Role.MODERATOR: "jobs:list",
+    Role.CLINICIAN: "jobs:list",
+}
+
+# Scopes a storefront API key may carry; an endpoint without a scope refuses API keys.
+API_KEY_SCOPES: dict[str, str] = {
+    "jobs:read": "read inference jobs created with this key's owner",
+    "jobs:write": "submit inference jobs",
+    "models:read": "read the model registry",
+}
+
+
+def user_roles(user: AbstractBaseUser | AnonymousUser) -> frozenset[str]:
+    if not user.is_authenticated:
+        return frozenset()
+    if getattr(user, "is_superuser", False):
+        return ALL_ROLES
+    cached = getattr(user, "_vlp_roles", None)
+    if cached is None:
+        cached = frozenset(user.groups.filter(name__in=ALL_ROLES).values_list("name", flat=True))  # type: ignore[union-attr]
+        user._vlp_roles = cached  # type: ignore[union-attr]
+    return cached
+
+
+def user_home(user: AbstractBaseUser | AnonymousUser) -> str | None:
+    roles = user_roles(user)
+    for role, url_name in ROLE_HOME.items():
+        if role in roles:
+            return url_name
+    return None

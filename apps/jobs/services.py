@@ -1,0 +1,171 @@
+"""The job lifecycle. Every state change is one transaction with its audit event; enqueueing runs on commit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from apps.audit.services import audit_record
+from apps.jobs.kinds import JOB_KINDS
+from apps.jobs.models import InferenceJob, JobStatus
+from apps.registry.selectors import model_champion
+from vlplatform.logging import log_context
+
+logger = logging.getLogger(__name__)
+
+
+class UnknownJobKind(ValueError):
+    pass
+
+
+class JobNotRetryable(ValueError):
+    pass
+
+
+@dataclass
+class JobBusy(Exception):
+    """Another worker holds the job's lease; try again after ``seconds_left``."""
+
+    seconds_left: float
+
+
+def input_sha256(job_input: dict[str, Any]) -> str:
+    canonical = json.dumps(job_input, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _enqueue(job: InferenceJob) -> None:
+    from apps.jobs.tasks import run_inference_job
+
+    transaction.on_commit(lambda: run_inference_job.delay(str(job.pk)))
+
+
+@transaction.atomic
+def job_submit(*, kind: str, job_input: dict[str, Any], actor: AbstractBaseUser | None) -> tuple[InferenceJob, bool]:
+    """Submit a job; the same input on the same model version returns the existing job (``created`` False).
+
+    A failed duplicate is queued again. ``job_input`` must already be validated by the kind's serializer.
+    """
+    if kind not in JOB_KINDS:
+        raise UnknownJobKind(f"unknown job kind {kind!r}; known kinds: {', '.join(sorted(JOB_KINDS))}")
+    version = model_champion(name=JOB_KINDS[kind].model_name)
+    job, created = InferenceJob.objects.select_for_update().get_or_create(
+        kind=kind,
+        input_sha256=input_sha256(job_input),
+        model_version=version,
+        defaults={"input": job_input, "created_by": actor},
+    )
+    if created:
+        audit_record(actor=actor, action="job.submit", target=job, payload={"kind": kind, "model": version.label})
+        _enqueue(job)
+    elif job.status == JobStatus.FAILED:
+        job = _requeue(job, actor=actor)
+    return job, created
+
+
+@transaction.atomic
+def job_retry(*, job: InferenceJob, actor: AbstractBaseUser | None) -> InferenceJob:
+    job = InferenceJob.objects.select_for_update().get(pk=job.pk)
+    if job.status != JobStatus.FAILED:
+        raise JobNotRetryable(f"only failed jobs can be retried; this one is {job.status}")
+    return _requeue(job, actor=actor)
+
+
+def _requeue(job: InferenceJob, *, actor: AbstractBaseUser | None) -> InferenceJob:
+    job.status = JobStatus.QUEUED
+    job.progress = 0
+    job.save(update_fields=["status", "progress"])
+    audit_record(actor=actor, action="job.retry", target=job, payload={"previous_error": job.error})
+    _enqueue(job)
+    return job
+
+
+@transaction.atomic
+def job_start(*, job_id: str) -> InferenceJob | None:
+    """Claim the job for this worker; ``None`` when there is nothing to do (finished or queued again later)."""
+    job = InferenceJob.objects.select_for_update().filter(pk=job_id).first()
+    if job is None or job.status in {JobStatus.SUCCEEDED, JobStatus.FAILED}:
+        return None
+    now = timezone.now()
+    if job.status == JobStatus.RUNNING and job.lease_expires_at and job.lease_expires_at > now:
+        raise JobBusy((job.lease_expires_at - now).total_seconds())
+    taking_over = job.status == JobStatus.RUNNING
+    job.status = JobStatus.RUNNING
+    job.attempts += 1
+    job.started_at = now
+    job.lease_expires_at = now + timedelta(seconds=settings.VLP_JOB_LEASE_SECONDS)
+    job.save(update_fields=["status", "attempts", "started_at", "lease_expires_at"])
+    audit_record(
+        actor=None,
+        action="job.start",
+        target=job,
+        payload={"attempt": job.attempts, "took_over": taking_over},
+    )
+    return job
+
+
+def job_report_progress(*, job: InferenceJob, done: int, total: int) -> None:
+    """Store progress (0-99 while running) and extend the lease: a working worker keeps its job."""
+    progress = min(99, int(100 * done / max(total, 1)))
+    InferenceJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING, attempts=job.attempts).update(
+        progress=progress,
+        lease_expires_at=timezone.now() + timedelta(seconds=settings.VLP_JOB_LEASE_SECONDS),
+    )
+
+
+@transaction.atomic
+def _job_finish(*, job: InferenceJob, result: dict[str, Any] | None, error: str) -> bool:
+    current = InferenceJob.objects.select_for_update().get(pk=job.pk)
+    if current.status != JobStatus.RUNNING or current.attempts != job.attempts:
+        # Another attempt took the job over (or finished it): this attempt's outcome is dropped.
+        logger.warning("dropping the outcome of a superseded attempt", extra={"attempt": job.attempts})
+        return False
+    current.finished_at = timezone.now()
+    current.lease_expires_at = None
+    if error:
+        current.status, current.error = JobStatus.FAILED, error
+    else:
+        current.status, current.result, current.error, current.progress = JobStatus.SUCCEEDED, result, "", 100
+    current.save(update_fields=["status", "result", "error", "progress", "finished_at", "lease_expires_at"])
+    audit_record(
+        actor=None,
+        action="job.fail" if error else "job.succeed",
+        target=current,
+        payload={
+            "attempt": current.attempts,
+            "model": current.model_version.label,
+            "run_seconds": current.run_seconds,
+            **({"error": error} if error else {}),
+        },
+    )
+    return True
+
+
+def job_run(*, job: InferenceJob) -> bool:
+    """Run a claimed job's model and store its outcome; a model error fails the job and keeps the error."""
+    kind = JOB_KINDS[job.kind]
+    with log_context(job_id=str(job.pk), job_kind=job.kind, model_version=job.model_version.label):
+        logger.info("job started", extra={"attempt": job.attempts})
+        started = time.monotonic()
+        try:
+            result = kind.run(
+                job.input,
+                job.model_version,
+                lambda done, total: job_report_progress(job=job, done=done, total=total),
+            )
+        except Exception as error:
+            logger.exception("job failed")
+            return _job_finish(job=job, result=None, error=f"{type(error).__name__}: {error}")
+        stored = _job_finish(job=job, result=result, error="")
+        logger.info("job finished", extra={"seconds": round(time.monotonic() - started, 3), "stored": stored})
+        return stored
