@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.accounts.authentication import BearerTokenAuthentication
 from apps.accounts.roles import ALL_ROLES, API_KEY_SCOPES, Role, user_roles
 from apps.accounts.selectors import api_keys_visible_to
 from apps.accounts.services import InvalidScopes, api_key_create, api_key_revoke
@@ -47,7 +48,8 @@ class TokenObtainApi(APIView):
     """Exchange a username and password for a bearer token (``Authorization: Bearer <token>``)."""
 
     public = True
-    authentication_classes: list[type] = []
+    # No session here (so no CSRF); a wrong password is a 401 with a Bearer challenge.
+    authentication_classes = [BearerTokenAuthentication]
 
     class InputSerializer(serializers.Serializer):
         username = serializers.CharField()
