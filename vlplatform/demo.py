@@ -9,6 +9,7 @@ Running it again reuses ``./var``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -93,6 +94,7 @@ def main() -> None:
                 "-",
             ],
             cwd=BASE_DIR,
+            start_new_session=True,
         ),
         subprocess.Popen(
             [
@@ -112,18 +114,23 @@ def main() -> None:
                 "demo@%h",
             ],
             cwd=BASE_DIR,
+            start_new_session=True,
         ),
     ]
 
     def stop(signum: int, frame: FrameType | None) -> None:
+        # Each child leads its own process group (so a terminal's Ctrl-C reaches only this process, which then
+        # stops the children in order): SIGTERM the group, and SIGKILL it if it has not gone within 20 s.
         for process in processes:
-            if process.poll() is None:
-                process.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
         for process in processes:
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
         raise SystemExit(0)
 
     signal.signal(signal.SIGINT, stop)

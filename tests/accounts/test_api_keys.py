@@ -12,7 +12,9 @@ pytestmark = pytest.mark.django_db
 
 def test_api_key_lifecycle(client_for, minilm_champion) -> None:
     owner = client_for(Role.MERCHANDISER)
-    created = owner.post("/api/v1/api-keys", {"name": "storefront", "scopes": ["jobs:read", "jobs:write"]}, format="json")
+    created = owner.post(
+        "/api/v1/api-keys", {"name": "storefront", "scopes": ["jobs:read", "jobs:write"]}, format="json"
+    )
     assert created.status_code == 201
     raw_key = created.json()["key"]
     key_id = created.json()["id"]
