@@ -51,7 +51,7 @@ def test_make_demo_serves_readyz_and_stops_on_ctrl_c(tmp_path: Path) -> None:
             time.sleep(1)
         output = log.read_text()
         assert "ml_admin      ml_admin / ml_admin-demo-pass" in output
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as response:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as response:
             assert response.status == 200
         redis_pid = int((tmp_path / "var" / "redis" / "redis.pid").read_text())
         postgres_pid = int((tmp_path / "var" / "pgdata" / "postmaster.pid").read_text().split()[0])

@@ -19,7 +19,7 @@ from apps.accounts.selectors import api_keys_visible_to
 from apps.accounts.services import InvalidScopes, api_key_create, api_key_revoke
 from apps.audit.services import audit_record
 
-KEY_MANAGERS = frozenset({Role.MERCHANDISER, Role.ML_ADMIN})
+KEY_MANAGERS: frozenset[str] = frozenset({Role.MERCHANDISER, Role.ML_ADMIN})
 
 
 class ApiKeyOutputSerializer(serializers.Serializer):

@@ -15,7 +15,9 @@ class Role(StrEnum):
     AUDITOR = "auditor"
 
 
-ALL_ROLES: frozenset[str] = frozenset(Role)
+ALL_ROLES: frozenset[str] = frozenset(role.value for role in Role)
+
+UserLike = AbstractBaseUser | AnonymousUser
 
 # Where each role lands after login (URL names). A user with several roles lands on the first in this order.
 ROLE_HOME: dict[str, str] = {
@@ -34,7 +36,7 @@ API_KEY_SCOPES: dict[str, str] = {
 }
 
 
-def user_roles(user: AbstractBaseUser | AnonymousUser) -> frozenset[str]:
+def user_roles(user: UserLike) -> frozenset[str]:
     if not user.is_authenticated:
         return frozenset()
     if getattr(user, "is_superuser", False):
@@ -46,7 +48,7 @@ def user_roles(user: AbstractBaseUser | AnonymousUser) -> frozenset[str]:
     return cached
 
 
-def user_home(user: AbstractBaseUser | AnonymousUser) -> str | None:
+def user_home(user: UserLike) -> str | None:
     roles = user_roles(user)
     for role, url_name in ROLE_HOME.items():
         if role in roles:

@@ -8,7 +8,7 @@ from apps.accounts.roles import Role
 from apps.audit.forms import AuditFilterForm
 from apps.audit.selectors import audit_chain_first_break, audit_events
 
-AUDIT_READERS = frozenset({Role.AUDITOR})
+AUDIT_READERS: frozenset[str] = frozenset({Role.AUDITOR})
 
 
 class AuditBrowserPage(RoleRequiredMixin, View):

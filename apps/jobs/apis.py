@@ -18,7 +18,7 @@ from apps.jobs.models import InferenceJob
 from apps.jobs.selectors import job_audit_events, jobs_visible_to
 from apps.registry.selectors import NoChampion
 
-SUBMITTERS = frozenset({Role.MODERATOR, Role.CLINICIAN, Role.MERCHANDISER, Role.ML_ADMIN})
+SUBMITTERS: frozenset[str] = frozenset({Role.MODERATOR, Role.CLINICIAN, Role.MERCHANDISER, Role.ML_ADMIN})
 
 
 class JobEventSerializer(serializers.Serializer):

@@ -17,8 +17,8 @@ from apps.registry import services
 from apps.registry.models import ModelVersion
 from apps.registry.selectors import model_versions
 
-READERS = frozenset({Role.ML_ADMIN, Role.AUDITOR})
-WRITERS = frozenset({Role.ML_ADMIN})
+READERS: frozenset[str] = frozenset({Role.ML_ADMIN, Role.AUDITOR})
+WRITERS: frozenset[str] = frozenset({Role.ML_ADMIN})
 
 
 class ModelVersionOutputSerializer(serializers.ModelSerializer):

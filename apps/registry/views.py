@@ -97,7 +97,7 @@ class DetailPage(RoleRequiredMixin, View):
         context = {
             "version": version,
             "others": others,
-            "spec_json": json.dumps(version.spec, indent=2),
+            "spec_json": json.dumps(version.spec, indent=2, sort_keys=True),
             "metrics_json": json.dumps(version.metrics, indent=2),
             "can_write": _can_write(request),
         }

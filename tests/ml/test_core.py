@@ -28,7 +28,7 @@ def test_ml_never_imports_django_drf_or_celery() -> None:
 
 
 def test_unknown_spec_lists_the_known_ones() -> None:
-    with pytest.raises(UnknownSpec, match="known specs: .*minilm-l6-v2"):
+    with pytest.raises(UnknownSpec, match=r"known specs: .*minilm-l6-v2"):
         load_spec("nope")
     assert "minilm-l6-v2" in list_specs()
 
@@ -46,7 +46,7 @@ def test_checksum_of_files_and_directories(tmp_path: Path) -> None:
 
 def test_missing_weights_name_the_spec_and_the_install_command(tmp_path: Path) -> None:
     spec = ModelSpec(name="clip", version="1", family="open_clip", source="open_clip:ViT-B-32/laion", sha256="0")
-    with pytest.raises(ModelNotInstalled, match="manage.py models pull clip"):
+    with pytest.raises(ModelNotInstalled, match=r"manage\.py models pull clip"):
         ml.load("clip", spec=spec)
 
 
