@@ -8,7 +8,7 @@ PORT ?= 8000
 
 help:
 	@echo "make demo   set up everything, start the platform on its embedded stack, print the URL and logins"
-	@echo "make test   set up everything, run ruff and the whole test suite (integration and browser tests included)"
+	@echo "make test   set up everything, run ruff, mypy and the whole test suite (integration and browser tests included)"
 	@echo "make lint   ruff and mypy"
 
 venv:
@@ -23,6 +23,7 @@ demo: venv
 test: venv system-deps
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	$(PY) -m mypy .
 	$(PY) -m pytest
 
 lint: venv

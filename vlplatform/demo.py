@@ -54,7 +54,7 @@ def _wait_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout: flo
     while time.monotonic() < deadline:
         for process in processes:
             if process.poll() is not None:
-                raise SystemExit(f"demo: {process.args} exited with {process.returncode}")
+                raise SystemExit(f"demo: {process.args!r} exited with {process.returncode}")
         try:
             with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:  # noqa: S310 - our own URL
                 if response.status == 200:
@@ -149,7 +149,7 @@ def main() -> None:
     while True:
         for process in processes:
             if process.poll() is not None:
-                sys.stdout.write(f"demo: {process.args[2]} exited with {process.returncode}; stopping\n")
+                sys.stdout.write(f"demo: {process.args!r} exited with {process.returncode}; stopping\n")
                 stop(signal.SIGTERM, None)
         time.sleep(1)
 

@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.authentication import BearerTokenAuthentication
+from apps.accounts.permissions import request_user
 from apps.accounts.roles import ALL_ROLES, API_KEY_SCOPES, Role, user_roles
 from apps.accounts.selectors import api_keys_visible_to
 from apps.accounts.services import InvalidScopes, api_key_create, api_key_revoke
@@ -84,7 +85,7 @@ class ApiKeyListCreateApi(APIView):
 
     @extend_schema(responses=ApiKeyOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
-        keys = api_keys_visible_to(user=request.user)
+        keys = api_keys_visible_to(user=request_user(request))
         return Response(ApiKeyOutputSerializer(keys, many=True).data)
 
     @extend_schema(request=InputSerializer, responses={201: CreatedSerializer})
@@ -92,7 +93,7 @@ class ApiKeyListCreateApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            api_key, raw_key = api_key_create(user=request.user, **data.validated_data)
+            api_key, raw_key = api_key_create(user=request_user(request), **data.validated_data)
         except InvalidScopes as error:
             raise ValidationError({"scopes": [str(error)]}) from error
         return Response({**ApiKeyOutputSerializer(api_key).data, "key": raw_key}, status=status.HTTP_201_CREATED)
@@ -103,6 +104,6 @@ class ApiKeyRevokeApi(APIView):
 
     @extend_schema(request=None, responses=ApiKeyOutputSerializer)
     def post(self, request: Request, key_id: int) -> Response:
-        api_key = get_object_or_404(api_keys_visible_to(user=request.user), pk=key_id)
-        api_key = api_key_revoke(api_key=api_key, actor=request.user)
+        api_key = get_object_or_404(api_keys_visible_to(user=request_user(request)), pk=key_id)
+        api_key = api_key_revoke(api_key=api_key, actor=request_user(request))
         return Response(ApiKeyOutputSerializer(api_key).data)

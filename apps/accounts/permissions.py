@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.mixins import AccessMixin
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseBase
 from rest_framework.permissions import BasePermission
@@ -17,6 +18,13 @@ from rest_framework.request import Request
 
 from apps.accounts.models import ApiKey
 from apps.accounts.roles import user_roles
+
+
+def request_user(request: HttpRequest | Request) -> User:
+    """The request's user, for services that record who acted; the permission checks ran before."""
+    if not isinstance(request.user, User):
+        raise PermissionDenied("log in first")
+    return request.user
 
 
 def view_roles(view: Any, method: str) -> frozenset[str]:

@@ -41,10 +41,10 @@ def user_roles(user: UserLike) -> frozenset[str]:
         return frozenset()
     if getattr(user, "is_superuser", False):
         return ALL_ROLES
-    cached = getattr(user, "_vlp_roles", None)
+    cached: frozenset[str] | None = getattr(user, "_vlp_roles", None)
     if cached is None:
-        cached = frozenset(user.groups.filter(name__in=ALL_ROLES).values_list("name", flat=True))  # type: ignore[union-attr]
-        user._vlp_roles = cached  # type: ignore[union-attr]
+        cached = frozenset(user.groups.filter(name__in=ALL_ROLES).values_list("name", flat=True))  # type: ignore[attr-defined]
+        user._vlp_roles = cached  # type: ignore[attr-defined]  # one query per request, not per check
     return cached
 
 

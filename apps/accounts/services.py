@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.accounts.models import ApiKey
-from apps.accounts.roles import ALL_ROLES, API_KEY_SCOPES, UserLike
+from apps.accounts.roles import ALL_ROLES, API_KEY_SCOPES
 from apps.audit.services import audit_record
 
 LAST_USED_RESOLUTION = timedelta(seconds=60)
@@ -27,7 +27,7 @@ def api_key_hash(raw_key: str) -> str:
 
 
 @transaction.atomic
-def api_key_create(*, user: UserLike, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
+def api_key_create(*, user: User, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
     """Create a key and return it with its raw value, which is shown once and never stored."""
     unknown = sorted(set(scopes) - set(API_KEY_SCOPES))
     if unknown or not scopes:
@@ -42,7 +42,7 @@ def api_key_create(*, user: UserLike, name: str, scopes: list[str]) -> tuple[Api
 
 
 @transaction.atomic
-def api_key_revoke(*, api_key: ApiKey, actor: UserLike) -> ApiKey:
+def api_key_revoke(*, api_key: ApiKey, actor: User) -> ApiKey:
     api_key = ApiKey.objects.select_for_update().get(pk=api_key.pk)
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()

@@ -13,7 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views import View
 
 from apps.accounts.apis import KEY_MANAGERS
-from apps.accounts.permissions import RoleRequiredMixin
+from apps.accounts.permissions import RoleRequiredMixin, request_user
 from apps.accounts.roles import ALL_ROLES, API_KEY_SCOPES, user_home
 from apps.accounts.selectors import api_keys_visible_to
 from apps.accounts.services import api_key_create, api_key_revoke
@@ -55,7 +55,7 @@ class ApiKeysPage(RoleRequiredMixin, View):
     def render_page(self, request: HttpRequest, form: ApiKeyForm, raw_key: str = "") -> HttpResponse:
         context: dict[str, Any] = {
             "form": form,
-            "api_keys": api_keys_visible_to(user=request.user),
+            "api_keys": api_keys_visible_to(user=request_user(request)),
             "raw_key": raw_key,
         }
         return render(request, "accounts/api_keys.html", context)
@@ -68,7 +68,7 @@ class ApiKeysPage(RoleRequiredMixin, View):
         if not form.is_valid():
             return self.render_page(request, form)
         _, raw_key = api_key_create(
-            user=request.user, name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"]
+            user=request_user(request), name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"]
         )
         return self.render_page(request, ApiKeyForm(), raw_key=raw_key)
 
@@ -77,7 +77,7 @@ class ApiKeyRevokePage(RoleRequiredMixin, View):
     allowed_roles = KEY_MANAGERS
 
     def post(self, request: HttpRequest, key_id: int) -> HttpResponse:
-        api_key = get_object_or_404(api_keys_visible_to(user=request.user), pk=key_id)
-        api_key_revoke(api_key=api_key, actor=request.user)
+        api_key = get_object_or_404(api_keys_visible_to(user=request_user(request)), pk=key_id)
+        api_key_revoke(api_key=api_key, actor=request_user(request))
         messages.success(request, f"Revoked {api_key.name}.")
         return redirect("accounts:api_keys")

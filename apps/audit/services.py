@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db import connection, models, transaction
 from django.utils import timezone
 
-from apps.accounts.roles import UserLike
 from apps.audit.models import AuditEvent
 
 GENESIS_HASH = "0" * 64
@@ -18,7 +18,7 @@ _CHAIN_LOCK_KEY = 7_424_001
 
 def audit_record(
     *,
-    actor: UserLike | None,
+    actor: User | None,
     action: str,
     target: models.Model | None = None,
     target_type: str = "",

@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.accounts.permissions import request_user
 from apps.accounts.roles import ALL_ROLES, Role
 from apps.jobs import services
 from apps.jobs.kinds import JOB_KINDS
@@ -95,7 +96,7 @@ class JobListCreateApi(ListAPIView):
             raise ValidationError({"input": job_input.errors})
         try:
             job, created = services.job_submit(
-                kind=kind.name, job_input=dict(job_input.validated_data), actor=request.user
+                kind=kind.name, job_input=dict(job_input.validated_data), actor=request_user(request)
             )
         except NoChampion as error:
             raise ValidationError({"kind": [str(error)]}) from error
@@ -110,7 +111,7 @@ class JobDetailApi(APIView):
 
     @extend_schema(responses=JobDetailSerializer)
     def get(self, request: Request, job_id: str) -> Response:
-        job = get_object_or_404(jobs_visible_to(user=request.user), pk=job_id)
+        job = get_object_or_404(jobs_visible_to(user=request_user(request)), pk=job_id)
         return Response(JobDetailSerializer(job).data)
 
 
@@ -120,9 +121,9 @@ class JobRetryApi(APIView):
 
     @extend_schema(request=None, responses=JobDetailSerializer)
     def post(self, request: Request, job_id: str) -> Response:
-        job = get_object_or_404(jobs_visible_to(user=request.user), pk=job_id)
+        job = get_object_or_404(jobs_visible_to(user=request_user(request)), pk=job_id)
         try:
-            job = services.job_retry(job=job, actor=request.user)
+            job = services.job_retry(job=job, actor=request_user(request))
         except services.JobNotRetryable as error:
             raise ValidationError({"status": [str(error)]}) from error
         return Response(JobDetailSerializer(job).data)

@@ -11,10 +11,10 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
-from apps.accounts.roles import UserLike
 from apps.audit.services import audit_record
 from apps.jobs.kinds import JOB_KINDS
 from apps.jobs.models import InferenceJob, JobStatus
@@ -51,7 +51,7 @@ def _enqueue(job: InferenceJob) -> None:
 
 
 @transaction.atomic
-def job_submit(*, kind: str, job_input: dict[str, Any], actor: UserLike | None) -> tuple[InferenceJob, bool]:
+def job_submit(*, kind: str, job_input: dict[str, Any], actor: User | None) -> tuple[InferenceJob, bool]:
     """Submit a job; the same input on the same model version returns the existing job (``created`` False).
 
     A failed duplicate is queued again. ``job_input`` must already be validated by the kind's serializer.
@@ -74,14 +74,14 @@ def job_submit(*, kind: str, job_input: dict[str, Any], actor: UserLike | None) 
 
 
 @transaction.atomic
-def job_retry(*, job: InferenceJob, actor: UserLike | None) -> InferenceJob:
+def job_retry(*, job: InferenceJob, actor: User | None) -> InferenceJob:
     job = InferenceJob.objects.select_for_update().get(pk=job.pk)
     if job.status != JobStatus.FAILED:
         raise JobNotRetryable(f"only failed jobs can be retried; this one is {job.status}")
     return _requeue(job, actor=actor)
 
 
-def _requeue(job: InferenceJob, *, actor: UserLike | None) -> InferenceJob:
+def _requeue(job: InferenceJob, *, actor: User | None) -> InferenceJob:
     job.status = JobStatus.QUEUED
     job.progress = 0
     job.save(update_fields=["status", "progress"])

@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views import View
 
-from apps.accounts.permissions import RoleRequiredMixin
+from apps.accounts.permissions import RoleRequiredMixin, request_user
 from apps.accounts.roles import ALL_ROLES, user_roles
 from apps.jobs import services
 from apps.jobs.apis import SUBMITTERS
@@ -37,7 +37,7 @@ class JobListPage(RoleRequiredMixin, View):
     method_roles = {"POST": SUBMITTERS}
 
     def render_page(self, request: HttpRequest, form: EmbedTextsForm, status: int = 200) -> HttpResponse:
-        page = Paginator(jobs_visible_to(user=request.user), 25).get_page(request.GET.get("page"))
+        page = Paginator(jobs_visible_to(user=request_user(request)), 25).get_page(request.GET.get("page"))
         can_submit = bool(SUBMITTERS & user_roles(request.user))
         return render(request, "jobs/list.html", {"page": page, "form": form, "can_submit": can_submit}, status=status)
 
@@ -50,7 +50,7 @@ class JobListPage(RoleRequiredMixin, View):
             return self.render_page(request, form, status=400)
         try:
             job, created = services.job_submit(
-                kind="text_embedding", job_input={"texts": form.cleaned_data["texts"]}, actor=request.user
+                kind="text_embedding", job_input={"texts": form.cleaned_data["texts"]}, actor=request_user(request)
             )
         except NoChampion as error:
             form.add_error(None, str(error))
@@ -64,6 +64,6 @@ class JobDetailPage(RoleRequiredMixin, View):
     allowed_roles = ALL_ROLES
 
     def get(self, request: HttpRequest, job_id: str) -> HttpResponse:
-        job = get_object_or_404(jobs_visible_to(user=request.user), pk=job_id)
+        job = get_object_or_404(jobs_visible_to(user=request_user(request)), pk=job_id)
         context = {"job": job, "events": job_audit_events(job=job)}
         return render(request, "jobs/detail.html", context)

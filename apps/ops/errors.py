@@ -33,7 +33,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     elif isinstance(exc, exceptions.APIException):
         response.data = error_body(
             response.status_code,
-            exc.get_codes() if isinstance(exc.get_codes(), str) else "error",
+            codes if isinstance(codes := exc.get_codes(), str) else "error",
             str(exc.detail),
         )
     elif isinstance(exc, Http404):

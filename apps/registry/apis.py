@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.accounts.permissions import request_user
 from apps.accounts.roles import Role
 from apps.registry import services
 from apps.registry.models import ModelVersion
@@ -22,7 +23,7 @@ WRITERS: frozenset[str] = frozenset({Role.ML_ADMIN})
 
 
 class ModelVersionOutputSerializer(serializers.ModelSerializer):
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # the model's property, not Field.label
     created_by = serializers.CharField(source="created_by.username", allow_null=True, default=None)
 
     class Meta:
@@ -72,7 +73,7 @@ class ModelVersionListCreateApi(APIView):
         if not isinstance(data.validated_data["spec"], dict):
             raise ValidationError({"spec": ["must be a JSON object"]})
         try:
-            version = services.model_version_register(actor=request.user, **data.validated_data)
+            version = services.model_version_register(actor=request_user(request), **data.validated_data)
         except services.RegistryError as error:
             raise ValidationError({"spec": [str(error)]}) from error
         return Response(ModelVersionOutputSerializer(version).data, status=status.HTTP_201_CREATED)
@@ -96,7 +97,7 @@ def _action_api(action: Callable[..., ModelVersion], doc: str) -> type[APIView]:
         def post(self, request: Request, version_id: int) -> Response:
             version = get_object_or_404(ModelVersion, pk=version_id)
             try:
-                version = action(version=version, actor=request.user)
+                version = action(version=version, actor=request_user(request))
             except services.RegistryError as error:
                 raise ValidationError({"status": [str(error)]}) from error
             return Response(ModelVersionOutputSerializer(version).data)
@@ -118,7 +119,7 @@ class ModelRollbackApi(APIView):
         if not ModelVersion.objects.filter(name=name).exists():
             raise NotFound(f"no model named {name!r}")
         try:
-            version = services.model_rollback(name=name, actor=request.user)
+            version = services.model_rollback(name=name, actor=request_user(request))
         except services.RegistryError as error:
             raise ValidationError({"name": [str(error)]}) from error
         return Response(ModelVersionOutputSerializer(version).data)

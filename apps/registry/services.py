@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from apps.accounts.roles import UserLike
 from apps.audit.services import audit_record
 from apps.registry.models import ModelStatus, ModelVersion
 from ml.sources import ChecksumMismatch, ModelNotInstalled, verify_checksum
@@ -22,7 +22,7 @@ class RegistryError(ValueError):
 def model_version_register(
     *,
     spec: dict[str, Any],
-    actor: UserLike | None,
+    actor: User | None,
     metrics: dict[str, Any] | None = None,
     notes: str = "",
 ) -> ModelVersion:
@@ -48,7 +48,7 @@ def model_version_register(
 
 
 @transaction.atomic
-def model_version_verify(*, version: ModelVersion, actor: UserLike | None) -> ModelVersion:
+def model_version_verify(*, version: ModelVersion, actor: User | None) -> ModelVersion:
     """Recompute the weights' sha256 and record whether it matches the registered one."""
     version = ModelVersion.objects.select_for_update().get(pk=version.pk)
     try:
@@ -64,7 +64,7 @@ def model_version_verify(*, version: ModelVersion, actor: UserLike | None) -> Mo
 
 
 @transaction.atomic
-def model_version_promote(*, version: ModelVersion, actor: UserLike | None, reason: str = "") -> ModelVersion:
+def model_version_promote(*, version: ModelVersion, actor: User | None, reason: str = "") -> ModelVersion:
     """Make ``version`` the champion of its name; the previous champion becomes a candidate again."""
     version = ModelVersion.objects.select_for_update().get(pk=version.pk)
     if version.status == ModelStatus.CHAMPION:
@@ -96,7 +96,7 @@ def model_version_promote(*, version: ModelVersion, actor: UserLike | None, reas
 
 
 @transaction.atomic
-def model_rollback(*, name: str, actor: UserLike | None) -> ModelVersion:
+def model_rollback(*, name: str, actor: User | None) -> ModelVersion:
     """Make the most recently demoted (non-retired) version of ``name`` champion again."""
     previous = (
         ModelVersion.objects.filter(name=name, status=ModelStatus.CANDIDATE, demoted_at__isnull=False)
@@ -109,7 +109,7 @@ def model_rollback(*, name: str, actor: UserLike | None) -> ModelVersion:
 
 
 @transaction.atomic
-def model_version_retire(*, version: ModelVersion, actor: UserLike | None) -> ModelVersion:
+def model_version_retire(*, version: ModelVersion, actor: User | None) -> ModelVersion:
     version = ModelVersion.objects.select_for_update().get(pk=version.pk)
     if version.status == ModelStatus.CHAMPION:
         raise RegistryError(f"{version.label} is the champion; promote another version or roll back first")

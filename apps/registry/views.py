@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views import View
 
-from apps.accounts.permissions import RoleRequiredMixin
+from apps.accounts.permissions import RoleRequiredMixin, request_user
 from apps.accounts.roles import user_roles
 from apps.registry import services
 from apps.registry.apis import READERS, WRITERS
@@ -32,7 +32,8 @@ class RegisterForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["packaged_spec"].choices = [("", "-")] + [(name, name) for name in list_specs()]
+        choices = [("", "-")] + [(name, name) for name in list_specs()]
+        self.fields["packaged_spec"].choices = choices  # type: ignore[attr-defined]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -78,7 +79,7 @@ class RegisterPage(RoleRequiredMixin, View):
                     spec=form.cleaned_data["spec"],
                     metrics=form.cleaned_data["metrics"],
                     notes=form.cleaned_data["notes"],
-                    actor=request.user,
+                    actor=request_user(request),
                 )
             except services.RegistryError as error:
                 form.add_error(None, str(error))
@@ -119,7 +120,7 @@ class ActionPage(RoleRequiredMixin, View):
         if action not in self.actions:
             return HttpResponse(f"unknown action {action!r}", status=404)
         try:
-            version = self.actions[action](version=version, actor=request.user)
+            version = self.actions[action](version=version, actor=request_user(request))
         except services.RegistryError as error:
             messages.error(request, str(error))
         else:
@@ -135,7 +136,7 @@ class RollbackPage(RoleRequiredMixin, View):
 
     def post(self, request: HttpRequest, name: str) -> HttpResponse:
         try:
-            version = services.model_rollback(name=name, actor=request.user)
+            version = services.model_rollback(name=name, actor=request_user(request))
         except services.RegistryError as error:
             messages.error(request, str(error))
             return redirect("registry:console")

@@ -64,7 +64,7 @@ def test_worker_killed_mid_job_completes_exactly_once(client_for, minilm_champio
     job = _job(job_id)
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert job.attempts == 2
-    assert len(job.result["embeddings"]) == 700
+    assert job.result is not None and len(job.result["embeddings"]) == 700
     actions = list(
         AuditEvent.objects.filter(target_id=job_id).order_by("id").values_list("action", "payload__took_over")
     )
