@@ -4,7 +4,7 @@ Used when ``DATABASE_URL`` / ``REDIS_URL`` are unset, so ``make demo``, ``make t
 ``manage.py`` command work on a machine with nothing running. Both servers keep their data under
 ``VLP_VAR_DIR`` (``./var`` by default) and are shared by every process of the platform: the first process
 that needs a server starts it, later ones join it, and the last one to exit stops it (each server keeps a
-list of the processes that use it; processes that died without saying goodbye are pruned from it).
+list of the processes that use it, and processes that died without saying goodbye are dropped from it).
 """
 
 from __future__ import annotations
@@ -48,12 +48,33 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if _pid_alive(pid)]
+
+
+def _forget_dead_postgres_users(pgdata: Path) -> None:
+    """Drop processes that died without releasing the server from pgserver's list of its users.
+
+    pgserver stops the server when the last listed process exits, but it never forgets a process that exited
+    without running its exit hooks (SIGKILL, ``os._exit``), which would keep the server running for ever.
+    """
+    from pgserver.postgres_server import PostgresServer
+
+    handles = pgdata / ".handle_pids.json"
+    with PostgresServer._lock:
+        if handles.exists():
+            pids = json.loads(handles.read_text() or "[]")
+            if _alive(pids) != pids:
+                handles.write_text(json.dumps(_alive(pids)))
+
+
 def postgres_url(var_dir: Path) -> str:
     """Start (or join) the embedded PostgreSQL under ``var_dir/pgdata`` and return its database URL."""
     import pgserver
     import psycopg
 
     var_dir.mkdir(parents=True, exist_ok=True)
+    _forget_dead_postgres_users(var_dir / "pgdata")
     server = pgserver.get_server(var_dir / "pgdata", cleanup_mode="stop")
     admin_uri = server.get_uri()
     with psycopg.connect(admin_uri, autocommit=True) as conn:
@@ -91,7 +112,7 @@ class EmbeddedRedis:
             pids = json.loads(self.handles.read_text())
         except (FileNotFoundError, ValueError):
             return []
-        return [pid for pid in pids if _pid_alive(pid)]
+        return _alive(pids)
 
     def _write_handles(self, pids: list[int]) -> None:
         self.handles.write_text(json.dumps(sorted(set(pids))))
