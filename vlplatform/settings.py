@@ -86,7 +86,6 @@ TEMPLATES = [
 DATABASES = {"default": env.db_url_config(DATABASE_URL)}
 # A unix-socket directory travels percent-encoded in the URL's host (postgresql://user@%2Fpath%2Fto%2Fdir/db).
 DATABASES["default"]["HOST"] = unquote(DATABASES["default"]["HOST"])
-DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -114,7 +113,6 @@ MEDIA_URL = "media/"
 
 VLP_DATA_DIR = DATA_DIR
 VLP_VAR_DIR = VAR_DIR
-VLP_MODEL_CACHE = env.path("VLP_MODEL_CACHE", default=str(VAR_DIR / "models"))
 
 # --- API -------------------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -128,7 +126,6 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "apps.ops.errors.api_exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
-    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "vlplatform API",

@@ -104,6 +104,7 @@ class ApiKeyRevokeApi(APIView):
 
     @extend_schema(request=None, responses=ApiKeyOutputSerializer)
     def post(self, request: Request, key_id: int) -> Response:
-        api_key = get_object_or_404(api_keys_visible_to(user=request_user(request)), pk=key_id)
-        api_key = api_key_revoke(api_key=api_key, actor=request_user(request))
+        user = request_user(request)
+        api_key = get_object_or_404(api_keys_visible_to(user=user), pk=key_id)
+        api_key = api_key_revoke(api_key=api_key, actor=user)
         return Response(ApiKeyOutputSerializer(api_key).data)

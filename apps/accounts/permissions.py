@@ -13,11 +13,12 @@ from django.contrib.auth.mixins import AccessMixin
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseBase
+from django.urls import resolve, reverse
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from apps.accounts.models import ApiKey
-from apps.accounts.roles import user_roles
+from apps.accounts.roles import UserLike, user_roles
 
 
 def request_user(request: HttpRequest | Request) -> User:
@@ -30,6 +31,13 @@ def request_user(request: HttpRequest | Request) -> User:
 def view_roles(view: Any, method: str) -> frozenset[str]:
     method_roles = getattr(view, "method_roles", {}) or {}
     return frozenset(method_roles.get(method, getattr(view, "allowed_roles", frozenset())))
+
+
+def user_may(user: UserLike, url_name: str, method: str = "GET") -> bool:
+    """Whether the view behind ``url_name`` admits ``user`` for ``method``: links and buttons ask this, so what a
+    page offers follows the same declarations as the permission check."""
+    view = resolve(reverse(url_name)).func.view_class  # type: ignore[attr-defined]
+    return bool(view_roles(view, method) & user_roles(user))
 
 
 class HasRole(BasePermission):

@@ -77,7 +77,8 @@ class ApiKeyRevokePage(RoleRequiredMixin, View):
     allowed_roles = KEY_MANAGERS
 
     def post(self, request: HttpRequest, key_id: int) -> HttpResponse:
-        api_key = get_object_or_404(api_keys_visible_to(user=request_user(request)), pk=key_id)
-        api_key_revoke(api_key=api_key, actor=request_user(request))
+        user = request_user(request)
+        api_key = get_object_or_404(api_keys_visible_to(user=user), pk=key_id)
+        api_key_revoke(api_key=api_key, actor=user)
         messages.success(request, f"Revoked {api_key.name}.")
         return redirect("accounts:api_keys")

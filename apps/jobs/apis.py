@@ -121,9 +121,10 @@ class JobRetryApi(APIView):
 
     @extend_schema(request=None, responses=JobDetailSerializer)
     def post(self, request: Request, job_id: str) -> Response:
-        job = get_object_or_404(jobs_visible_to(user=request_user(request)), pk=job_id)
+        user = request_user(request)
+        job = get_object_or_404(jobs_visible_to(user=user), pk=job_id)
         try:
-            job = services.job_retry(job=job, actor=request_user(request))
+            job = services.job_retry(job=job, actor=user)
         except services.JobNotRetryable as error:
             raise ValidationError({"status": [str(error)]}) from error
         return Response(JobDetailSerializer(job).data)

@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views import View
 
-from apps.accounts.permissions import RoleRequiredMixin, request_user
+from apps.accounts.permissions import RoleRequiredMixin, request_user, view_roles
 from apps.accounts.roles import ALL_ROLES, user_roles
 from apps.jobs import services
 from apps.jobs.apis import SUBMITTERS
@@ -38,7 +38,7 @@ class JobListPage(RoleRequiredMixin, View):
 
     def render_page(self, request: HttpRequest, form: EmbedTextsForm, status: int = 200) -> HttpResponse:
         page = Paginator(jobs_visible_to(user=request_user(request)), 25).get_page(request.GET.get("page"))
-        can_submit = bool(SUBMITTERS & user_roles(request.user))
+        can_submit = bool(view_roles(self, "POST") & user_roles(request.user))
         return render(request, "jobs/list.html", {"page": page, "form": form, "can_submit": can_submit}, status=status)
 
     def get(self, request: HttpRequest) -> HttpResponse:

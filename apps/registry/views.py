@@ -13,11 +13,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views import View
 
-from apps.accounts.permissions import RoleRequiredMixin, request_user
-from apps.accounts.roles import user_roles
+from apps.accounts.permissions import RoleRequiredMixin, request_user, user_may
 from apps.registry import services
 from apps.registry.apis import READERS, WRITERS
-from apps.registry.models import ModelVersion
+from apps.registry.models import ModelStatus, ModelVersion
 from apps.registry.selectors import model_metrics_compare, model_versions
 from ml.specs import list_specs, load_spec
 
@@ -61,7 +60,11 @@ class ConsolePage(RoleRequiredMixin, View):
 
     def get(self, request: HttpRequest) -> HttpResponse:
         versions = model_versions()
-        groups = [(name, list(items)) for name, items in groupby(versions, key=lambda v: v.name)]
+        groups = []
+        for name, items in groupby(versions, key=lambda v: v.name):
+            group = list(items)
+            can_roll_back = any(v.status == ModelStatus.CANDIDATE and v.demoted_at for v in group)
+            groups.append((name, group, can_roll_back))
         return render(request, "registry/console.html", {"groups": groups, "can_write": _can_write(request)})
 
 
@@ -98,6 +101,7 @@ class DetailPage(RoleRequiredMixin, View):
         context = {
             "version": version,
             "others": others,
+            "can_roll_back": others.filter(status=ModelStatus.CANDIDATE, demoted_at__isnull=False).exists(),
             "spec_json": json.dumps(version.spec, indent=2, sort_keys=True),
             "metrics_json": json.dumps(version.metrics, indent=2),
             "can_write": _can_write(request),
@@ -163,4 +167,4 @@ class ComparePage(RoleRequiredMixin, View):
 
 
 def _can_write(request: HttpRequest) -> bool:
-    return bool(WRITERS & user_roles(request.user))
+    return user_may(request.user, "registry:register", "POST")

@@ -26,15 +26,6 @@ CHROMIUM_ARGS = [
 SHOTS = Path("/tmp/shots")
 TIMEOUT_MS = 15_000
 
-BROWSER_DIR = Path(__file__).resolve().parent
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test in this folder drives a real browser: mark it so that ``-m "not browser"`` skips it."""
-    for item in items:
-        if BROWSER_DIR in Path(item.path).resolve().parents:
-            item.add_marker(pytest.mark.browser)
-
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
