@@ -9,7 +9,9 @@ from pathlib import Path
 
 from ml.specs import ModelSpec
 
-HASHED_SKIP = {"__pycache__", ".gitattributes"}
+HASHED_SKIP = {"__pycache__", ".gitattributes", ".cache"}
+# A spec may leave its hash to be pinned by the first pull (trust on first use) when its publisher gives none.
+UNPINNED = "unpinned"
 
 
 class ModelNotInstalled(FileNotFoundError):
@@ -37,18 +39,41 @@ def resolve_source(spec: ModelSpec) -> Path:
             ) from error
         getter = getattr(module, "get_model_path", None)
         return Path(getter()) if getter else Path(module.__file__ or "").parent
-    if scheme == "file":
-        path = Path(rest)
-    elif scheme in {"hf", "open_clip", "url"}:
-        path = model_cache_dir() / spec.name / spec.version
-    else:
-        raise ValueError(f"model {spec.name!r} has an unknown source scheme {scheme!r}")
+    path = Path(rest) if scheme == "file" else install_path(spec)
     if not path.exists():
         raise ModelNotInstalled(
             f"weights of model {spec.name!r} ({spec.source}) are not at {path}; "
             f"install them with: manage.py models pull {spec.name}"
         )
     return path
+
+
+def install_path(spec: ModelSpec) -> Path:
+    """Where ``manage.py models pull`` puts a downloaded spec's weights: a directory, or for ``url:`` one file."""
+    scheme, _, rest = spec.source.partition(":")
+    if scheme not in {"hf", "open_clip", "url"}:
+        raise ValueError(f"model {spec.name!r} has source scheme {scheme!r}, which is not downloaded")
+    folder = model_cache_dir() / spec.name / spec.version
+    if scheme == "url":
+        return folder / (Path(rest.split("?")[0]).name or "weights")
+    return folder
+
+
+def pin_path(spec: ModelSpec) -> Path:
+    return model_cache_dir() / spec.name / f"{spec.version}.sha256"
+
+
+def expected_sha256(spec: ModelSpec) -> str:
+    """The hash the weights must have: the spec's, or for an unpinned spec the one its first pull recorded."""
+    if spec.sha256 != UNPINNED:
+        return spec.sha256
+    pin = pin_path(spec)
+    if not pin.exists():
+        raise ModelNotInstalled(
+            f"model {spec.name!r} ({spec.source}) has no pinned sha256 yet; install it with: "
+            f"manage.py models pull {spec.name}"
+        )
+    return pin.read_text().strip()
 
 
 def sha256_path(path: Path) -> str:
@@ -74,9 +99,9 @@ def _sha256_file(path: Path) -> str:
 
 def verify_checksum(spec: ModelSpec, path: Path | None = None) -> Path:
     path = path or resolve_source(spec)
+    expected = expected_sha256(spec)
     actual = sha256_path(path)
-    if actual != spec.sha256:
-        raise ChecksumMismatch(
-            f"weights of model {spec.name!r} at {path} have sha256 {actual}, the spec says {spec.sha256}"
-        )
+    if actual != expected:
+        said = "the spec says" if spec.sha256 != UNPINNED else "its first pull pinned"
+        raise ChecksumMismatch(f"weights of model {spec.name!r} at {path} have sha256 {actual}, {said} {expected}")
     return path

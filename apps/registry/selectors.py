@@ -5,6 +5,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from apps.registry.models import ModelStatus, ModelVersion
+from ml.specs import ModelSpec, UnknownSpec, list_specs, load_spec
 
 
 class NoChampion(LookupError):
@@ -25,6 +26,32 @@ def model_champion(*, name: str) -> ModelVersion:
     if champion is None:
         raise NoChampion(f"no champion version of model {name!r}; promote one in the model console")
     return champion
+
+
+def model_version_by_label(*, label: str) -> ModelVersion:
+    """``NAME@VERSION`` -> that version; ``NAME`` -> its champion."""
+    name, _, version = label.partition("@")
+    if not version:
+        return model_champion(name=name)
+    found = ModelVersion.objects.filter(name=name, version=version).first()
+    if found is None:
+        raise UnknownSpec(f"{label} is not registered")
+    return found
+
+
+def model_spec_lookup(*, reference: str) -> ModelSpec:
+    """The spec a name refers to: ``NAME@VERSION`` (registered), a packaged spec in ml/specs, or a registered
+    model's champion (else its newest version). Unknown names raise ``UnknownSpec`` listing the known ones."""
+    if "@" in reference:
+        return ModelSpec.from_dict(model_version_by_label(label=reference).spec)
+    if reference in list_specs():
+        return load_spec(reference)
+    registered = ModelVersion.objects.filter(name=reference).order_by("-status", "-created_at")
+    version = registered.filter(status=ModelStatus.CHAMPION).first() or registered.first()
+    if version is not None:
+        return ModelSpec.from_dict(version.spec)
+    known = sorted(set(list_specs()) | set(ModelVersion.objects.values_list("name", flat=True)))
+    raise UnknownSpec(f"unknown model {reference!r}; known models: {', '.join(known)}")
 
 
 def model_metrics_compare(*, a: ModelVersion, b: ModelVersion) -> list[dict[str, Any]]:

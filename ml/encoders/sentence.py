@@ -33,7 +33,13 @@ class SentenceEncoder:
         for start in range(0, len(texts), batch_size):
             batch = list(texts[start : start + batch_size])
             chunks.append(
-                self.model.encode(batch, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
+                self.model.encode(
+                    batch,
+                    batch_size=batch_size,
+                    convert_to_numpy=True,
+                    normalize_embeddings=True,
+                    show_progress_bar=False,
+                )
             )
             if on_progress is not None:
                 on_progress(min(start + batch_size, len(texts)), len(texts))
