@@ -46,7 +46,7 @@ def open_image(
         with warnings.catch_warnings():
             # Our own limit below is the one that applies; Pillow's bomb check must not fire first with a warning.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
@@ -57,6 +57,4 @@ def open_image(
         raise ImageTooLarge(f"image exceeds the pixel limit of {max_pixels}: {error}") from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageUndecodable(f"image cannot be decoded: {error}") from error
-    if image.mode != mode:
-        image = image.convert(mode)
-    return image
+    return image if image.mode == mode else image.convert(mode)

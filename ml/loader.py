@@ -28,14 +28,16 @@ FAMILIES: dict[str, str] = {
     "profanity": "ml.detectors.profanity:ProfanityScorer",
 }
 
-_cache: dict[tuple[str, str, str], Any] = {}
-_lock = threading.Lock()
+_cache: dict[tuple[str, str, str, str], Any] = {}
+# Reentrant: a model may load its own parts (a LiT tower loads its text tower) while being built.
+_lock = threading.RLock()
 
 
 def load(name: str, *, device: str = "cpu", spec: ModelSpec | None = None) -> Any:
     """Load model ``name`` (or the given ``spec``) on ``device``, once per process."""
     spec = spec or load_spec(name)
-    key = (spec.name, spec.version, device)
+    # The hash is part of the key: a spec that names the same version with other weights is checked, not served.
+    key = (spec.name, spec.version, spec.sha256, device)
     with _lock:
         if key not in _cache:
             path = verify_checksum(spec)
