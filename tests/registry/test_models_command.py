@@ -33,7 +33,7 @@ def weight_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -57,13 +57,13 @@ def _run(*args: str) -> str:
     return out.getvalue()
 
 
-def test_pull_downloads_verifies_and_installs(weight_server: tuple[str, Path], tmp_path: Path, model_cache: Path) -> None:
+def test_pull_downloads_verifies_and_installs(
+    weight_server: tuple[str, Path], tmp_path: Path, model_cache: Path
+) -> None:
     base, root = weight_server
     payload = bytes(range(256)) * 8192  # 2 MiB: several download chunks
     (root / "head.safetensors").write_bytes(payload)
-    spec = _spec_file(
-        tmp_path, name="head", url=f"{base}/head.safetensors", sha256=hashlib.sha256(payload).hexdigest()
-    )
+    spec = _spec_file(tmp_path, name="head", url=f"{base}/head.safetensors", sha256=hashlib.sha256(payload).hexdigest())
 
     output = _run("pull", "x", "--spec", str(spec))
 

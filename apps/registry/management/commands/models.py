@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from tqdm import tqdm
 
+from apps.ops.progress import StageBar
 from apps.registry.models import ModelVersion
 from apps.registry.selectors import model_spec_lookup
 from apps.registry.services import RegistryError, model_version_promote, model_version_register, model_version_verify
@@ -58,21 +57,18 @@ class Command(BaseCommand):
             specs.setdefault(key, ModelSpec.from_dict(version.spec))
         self.stdout.write(f"{'model':44} {'family':22} {'pack':8} {'installed':10} {'registry':10} source")
         for key, spec in specs.items():
-            version = registered.get(key)
+            listed = registered.get(key)
             self.stdout.write(
                 f"{spec.name + '@' + spec.version:44} {spec.family:22} {spec.extra.get('pack', '-')!s:8} "
-                f"{_install_state(spec):10} {version.status if version else '-':10} {spec.source}"
+                f"{_install_state(spec):10} {listed.status if listed else '-':10} {spec.source}"
             )
 
     def _pull(self, options: dict[str, Any]) -> None:
         spec = self._spec(options)
-        with tqdm(unit="B", unit_scale=True, desc=spec.name, file=sys.stderr, disable=None) as bar:
-
-            def progress(done: int, total: int | None) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-
-            path = pull(spec, on_progress=progress, force=options["force"])
+        with StageBar() as bar:
+            path = pull(
+                spec, on_progress=lambda done, total: bar(f"{spec.name} bytes", done, total), force=options["force"]
+            )
         verify_checksum(spec, path)
         self.stdout.write(f"{spec.name}@{spec.version} installed at {path} (sha256 verified)")
 

@@ -1,0 +1,84 @@
+"""Search quality of any image-text encoder on a catalog: text->image, image->image and zero-shot attributes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ml.images import ImageRejected, open_image
+from ml.lit.catalog import Product, attribute_vocabulary
+from ml.lit.prompts import attribute_prompts
+
+logger = logging.getLogger(__name__)
+Progress = Callable[[str, int, int], None]
+
+
+def holdout_split(products: list[Product], *, test_size: int, seed: int = 0) -> tuple[list[Product], list[Product]]:
+    """A fixed random split: (train, test) with ``test_size`` products in test."""
+    order = np.random.default_rng(seed).permutation(len(products))
+    test_size = min(test_size, len(products) // 2)
+    return [products[i] for i in order[test_size:]], [products[i] for i in order[:test_size]]
+
+
+def encode_catalog_images(
+    encoder: Any, products: list[Product], *, on_progress: Progress | None = None
+) -> tuple[np.ndarray, list[Product]]:
+    """Embeddings of the products' images and the products they belong to (undecodable images are left out)."""
+    chunks, kept = [], []
+    for start in range(0, len(products), 64):
+        images = []
+        for product in products[start : start + 64]:
+            try:
+                images.append(open_image(product.image))
+            except ImageRejected as error:
+                logger.warning("product %s left out: %s", product.id, error)
+                continue
+            kept.append(product)
+        if images:
+            chunks.append(encoder.encode_images(images))
+        if on_progress is not None:
+            on_progress("encoding images", min(start + 64, len(products)), len(products))
+    return np.concatenate(chunks).astype(np.float32), kept
+
+
+def zero_shot_classifier(encoder: Any, attribute: str, values: list[str]) -> np.ndarray:
+    """[len(values), D]: each value's prompt-ensemble embedding, L2-normalised."""
+    prompts = [attribute_prompts(attribute, value) for value in values]
+    flat = encoder.encode_texts([text for group in prompts for text in group])
+    per_value = flat.reshape(len(values), len(prompts[0]), -1).mean(axis=1)
+    return (per_value / np.linalg.norm(per_value, axis=1, keepdims=True)).astype(np.float32)
+
+
+def evaluate_search(encoder: Any, products: list[Product], *, on_progress: Progress | None = None) -> dict[str, Any]:
+    """The report ``manage.py evaluate search`` writes (see docs/evaluation.md for each figure's definition)."""
+    from ml.eval import mrr, precision_at_k, recall_at_k
+
+    images, products = encode_catalog_images(encoder, products, on_progress=on_progress)
+    if on_progress is not None:
+        on_progress("encoding titles", 0, len(products))
+    titles = np.asarray(encoder.encode_texts([p.title for p in products]), dtype=np.float32)
+    own_image = np.arange(len(products))
+    text_to_image = titles @ images.T
+    report: dict[str, Any] = {
+        "text_to_image": {
+            **{f"R@{k}": recall_at_k(text_to_image, own_image, k) for k in (1, 5, 10)},
+            "MRR": mrr(text_to_image, own_image),
+        }
+    }
+    type_colour = [(p.attributes.get("articleType"), p.attributes.get("baseColour")) for p in products]
+    keys = {key: i for i, key in enumerate(sorted(set(type_colour), key=str))}
+    key_index = np.array([keys[key] for key in type_colour])
+    relevant = key_index[:, None] == key_index[None, :]
+    report["image_to_image"] = {"P@10": precision_at_k(images @ images.T, relevant, 10, exclude_self=True)}
+    report["attributes"] = {}
+    for attribute, values in attribute_vocabulary(products).items():
+        labelled = [i for i, p in enumerate(products) if attribute in p.attributes]
+        classifier = zero_shot_classifier(encoder, attribute, values)
+        predicted = (images[labelled] @ classifier.T).argmax(axis=1)
+        truth = np.array([values.index(products[i].attributes[attribute]) for i in labelled])
+        report["attributes"][attribute] = float((predicted == truth).mean())
+    report["n_products"] = len(products)
+    return report

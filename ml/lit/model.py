@@ -1,0 +1,118 @@
+"""The LiT image tower (a CNN) and the encoder that pairs it with its locked text tower."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+from torch.nn import functional as F
+
+from ml.encoders.base import l2_normalise
+from ml.lit.preprocess import prepare
+from ml.specs import ModelSpec
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+class ImageTower(nn.Module):
+    """A ResNet trunk whose feature map is projected position by position into the text tower's space.
+
+    The projection is applied before average pooling, so an image's embedding is the mean of its positions'
+    embeddings: a position's similarity to a text is exactly its share of the image's similarity (a class
+    activation map with no gradients needed), which is what the explanation heatmaps show.
+    """
+
+    def __init__(self, *, dim: int, arch: str = "resnet18", hidden: int = 1024) -> None:
+        super().__init__()
+        trunk = getattr(torchvision.models, arch)(weights=None)
+        self.features = nn.Sequential(
+            trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool, trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4
+        )
+        channels = trunk.fc.in_features
+        self.project = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1), nn.BatchNorm2d(hidden), nn.GELU(), nn.Conv2d(hidden, dim, 1)
+        )
+
+    def forward_map(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Unnormalised per-position embeddings [N, dim, rows, cols]."""
+        return self.project(self.features(pixels))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.forward_map(pixels).mean(dim=(2, 3)), dim=-1)
+
+
+def to_tensor(batch: np.ndarray) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> normalised float [N, 3, H, W] (channels-last memory, faster on CPU)."""
+    pixels = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    return ((pixels - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+class LitEncoder:
+    """A trained tower plus its locked text tower: ``encode_images`` and ``encode_texts`` share one space."""
+
+    def __init__(self, path: Path, *, spec: ModelSpec, device: str = "cpu") -> None:
+        from safetensors.torch import load_file
+
+        import ml
+
+        self.spec = spec
+        self.device = device
+        self.config: dict[str, Any] = json.loads((Path(path) / CONFIG_FILE).read_text())
+        self.image_size = int(self.config["image_size"])
+        self.crop = bool(self.config.get("crop_to_content", True))
+        self.dim = int(self.config["dim"])
+        self.logit_scale = float(self.config.get("logit_scale", 100.0))
+        self.tower = ImageTower(dim=self.dim, arch=self.config["arch"], hidden=int(self.config["hidden"]))
+        self.tower.load_state_dict(load_file(str(Path(path) / WEIGHTS_FILE)))
+        self.tower.to(device).eval().to(memory_format=torch.channels_last)
+        self.text_tower = ml.load(self.config["text_tower"], device=device)
+
+    def encode_texts(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
+        return np.asarray(self.text_tower.encode_texts(texts, **kwargs), dtype=np.float32)
+
+    def prepare(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return np.stack([prepare(image, self.image_size, crop=self.crop) for image in images])
+
+    def encode_images(
+        self,
+        images: Sequence[Image.Image],
+        *,
+        batch_size: int = 64,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        return self.encode_prepared(self.prepare(images), batch_size=batch_size, on_progress=on_progress)
+
+    @torch.inference_mode()
+    def encode_prepared(
+        self, pixels: np.ndarray, *, batch_size: int = 64, on_progress: Callable[[int, int], None] | None = None
+    ) -> np.ndarray:
+        """Embeddings of images already passed through ``prepare`` (uint8 [N, S, S, 3])."""
+        chunks = []
+        for start in range(0, len(pixels), batch_size):
+            batch = to_tensor(pixels[start : start + batch_size]).to(self.device)
+            chunks.append(self.tower(batch).float().cpu().numpy())
+            if on_progress is not None:
+                on_progress(min(start + batch_size, len(pixels)), len(pixels))
+        if not chunks:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return l2_normalise(np.concatenate(chunks))
+
+    @torch.inference_mode()
+    def encode_image_patches(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """(global [N, dim], per-position [N, rows, cols, dim]), both L2-normalised."""
+        maps = self.tower.forward_map(to_tensor(self.prepare(images)).to(self.device)).float().cpu()
+        pooled = F.normalize(maps.mean(dim=(2, 3)), dim=-1).numpy()
+        patches = F.normalize(maps.permute(0, 2, 3, 1), dim=-1).numpy()
+        return pooled.astype(np.float32), patches.astype(np.float32)

@@ -1,0 +1,330 @@
+"""Train a LiT image tower: InfoNCE against the locked text tower's title embeddings, plus zero-shot-style
+attribute objectives against the same tower's prompt embeddings.
+
+Objectives, per batch of images z (L2-normalised, [B, D]):
+- titles: symmetric InfoNCE between z and the titles' embeddings, learnable temperature; products that share a
+  title are not each other's negatives;
+- attributes: for each attribute (articleType, baseColour, gender, usage), cross-entropy of z against the prompt
+  embeddings of every value in the training vocabulary (the same prompts zero-shot evaluation uses).
+Hard negatives: batches are built from blocks of products of the same articleType, so a shirt must be told
+apart from other shirts by colour and pattern rather than from shoes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ml.images import ImageRejected, open_image
+from ml.lit.catalog import Product, attribute_vocabulary
+from ml.lit.model import CONFIG_FILE, WEIGHTS_FILE, ImageTower, to_tensor
+from ml.lit.preprocess import prepare
+from ml.lit.prompts import attribute_prompts
+
+logger = logging.getLogger(__name__)
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class TowerConfig:
+    arch: str = "resnet18"
+    image_size: int = 112
+    hidden: int = 1024
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    attribute_weight: float = 0.5
+    hard_negative_block: int = 16  # products of one articleType per block in a batch; 0 = plain shuffling
+    time_budget_s: float | None = None  # fewer epochs when the measured speed says they would not fit
+    validation_fraction: float = 0.05
+    seed: int = 0
+    crop_to_content: bool = True
+    text_tower: str = "minilm-l6-v2"
+
+
+@dataclass
+class TrainingState:
+    epoch: int = 0
+    step: int = 0
+    total_steps: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+Progress = Callable[[str, int, int, dict[str, float]], None]
+
+
+def load_pixels(products: list[Product], size: int, *, crop: bool) -> tuple[np.ndarray, list[Product]]:
+    """uint8 [N, size, size, 3] for every product whose image decodes (training augments from this cache), and
+    those products; an image that does not decode is logged and left out."""
+    pixels = np.zeros((len(products), size, size, 3), dtype=np.uint8)
+    kept: list[Product] = []
+    for product in products:
+        try:
+            pixels[len(kept)] = prepare(open_image(product.image), size, crop=crop)
+        except ImageRejected as error:
+            logger.warning("product %s left out: %s", product.id, error)
+            continue
+        kept.append(product)
+    return pixels[: len(kept)], kept
+
+
+def augment(batch: np.ndarray, generator: torch.Generator) -> torch.Tensor:
+    """Random resized crops (75-100% of the area), horizontal flips and mild brightness/contrast changes.
+
+    No hue or saturation changes: colour is a label here.
+    """
+    images = to_tensor(batch)
+    count, _, size, _ = images.shape
+    out = torch.empty_like(images)
+    scales = torch.empty(count).uniform_(0.75, 1.0, generator=generator).sqrt()
+    for index in range(count):
+        side = max(8, int(size * scales[index]))
+        top = int(torch.randint(0, size - side + 1, (1,), generator=generator))
+        left = int(torch.randint(0, size - side + 1, (1,), generator=generator))
+        crop = images[index : index + 1, :, top : top + side, left : left + side]
+        out[index : index + 1] = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False)
+    flips = torch.rand(count, generator=generator) < 0.5
+    out[flips] = out[flips].flip(-1)
+    brightness = torch.empty(count, 1, 1, 1).uniform_(-0.15, 0.15, generator=generator)
+    contrast = torch.empty(count, 1, 1, 1).uniform_(0.85, 1.15, generator=generator)
+    means = out.mean(dim=(1, 2, 3), keepdim=True)
+    return ((out - means) * contrast + means + brightness).contiguous(memory_format=torch.channels_last)
+
+
+def batches(products: list[Product], batch_size: int, block: int, generator: np.random.Generator) -> list[np.ndarray]:
+    """One epoch of index batches; with ``block`` > 0 each batch is made of same-articleType blocks."""
+    order = generator.permutation(len(products))
+    if block > 0:
+        groups: dict[str, list[int]] = {}
+        for index in order:
+            groups.setdefault(products[index].attributes.get("articleType", ""), []).append(int(index))
+        blocks = [members[i : i + block] for members in groups.values() for i in range(0, len(members), block)]
+        generator.shuffle(blocks)  # type: ignore[arg-type]
+        order = np.array([index for chunk in blocks for index in chunk])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size) if len(order[i : i + batch_size]) > 1]
+
+
+class LitObjective(nn.Module):
+    def __init__(self, titles: torch.Tensor, same_title: torch.Tensor, prompts: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.titles = titles
+        self.same_title = same_title
+        self.prompts = prompts
+        self.title_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.attribute_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def forward(
+        self, embeddings: torch.Tensor, indices: torch.Tensor, labels: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = self.title_scale.clamp(max=math.log(100)).exp()
+        logits = scale * embeddings @ self.titles[indices].T
+        duplicates = self.same_title[indices][:, indices] & ~torch.eye(len(indices), dtype=torch.bool)
+        logits = logits.masked_fill(duplicates, float("-inf"))
+        targets = torch.arange(len(indices))
+        title_loss = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+        attribute_losses = []
+        attribute_scale = self.attribute_scale.clamp(max=math.log(100)).exp()
+        for name, prompts in self.prompts.items():
+            target = labels[name][indices]
+            if (target >= 0).any():
+                attribute_logits = attribute_scale * embeddings @ prompts.T
+                attribute_losses.append(F.cross_entropy(attribute_logits, target, ignore_index=-1))
+        attribute_loss = torch.stack(attribute_losses).mean() if attribute_losses else torch.zeros(())
+        return title_loss, attribute_loss
+
+
+def prompt_embeddings(text_tower: Any, attribute: str, values: list[str]) -> np.ndarray:
+    """One embedding per value: the normalised mean of its prompts' embeddings."""
+    prompts = [attribute_prompts(attribute, value) for value in values]
+    flat = text_tower.encode_texts([text for group in prompts for text in group])
+    per_value = flat.reshape(len(values), len(prompts[0]), -1).mean(axis=1)
+    return per_value / np.linalg.norm(per_value, axis=1, keepdims=True)
+
+
+def split_validation(products: list[Product], fraction: float, seed: int) -> tuple[list[Product], list[Product]]:
+    if fraction <= 0:
+        return products, []
+    order = np.random.default_rng(seed).permutation(len(products))
+    cut = max(1, int(len(products) * fraction))
+    return [products[i] for i in order[cut:]], [products[i] for i in order[:cut]]
+
+
+def recall_at(similarity: np.ndarray, ks: tuple[int, ...] = (1, 10)) -> dict[str, float]:
+    """Text->image recall with target i for query i (a quick validation figure; ml.eval has the full report)."""
+    correct = similarity[np.arange(len(similarity)), np.arange(len(similarity))][:, None]
+    ranks = (similarity > correct).sum(axis=1)
+    return {f"R@{k}": float((ranks < k).mean()) for k in ks}
+
+
+def train_tower(
+    products: list[Product],
+    out_dir: Path,
+    *,
+    config: TowerConfig,
+    text_tower: Any,
+    resume: bool = False,
+    on_progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Train on ``products``; writes ``out_dir/model/{config.json,weights.safetensors}`` and a checkpoint per
+    epoch (``out_dir/checkpoint.pt``, which ``resume`` continues from). Returns the training summary."""
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    torch.manual_seed(config.seed)
+    train, validation = split_validation(products, config.validation_fraction, config.seed)
+    report = _progress_reporter(on_progress)
+
+    report("decoding images", 0, len(products), {})
+    train_pixels, train = load_pixels(train, config.image_size, crop=config.crop_to_content)
+    validation_pixels, validation = load_pixels(validation, config.image_size, crop=config.crop_to_content)
+    report("embedding titles", 0, len(train), {})
+    titles = text_tower.encode_texts([p.title for p in train])
+    validation_titles = text_tower.encode_texts([p.title for p in validation]) if validation else None
+    vocabulary = attribute_vocabulary(train)
+    prompts = {name: prompt_embeddings(text_tower, name, values) for name, values in vocabulary.items()}
+    labels = {
+        name: torch.tensor([values.index(p.attributes[name]) if name in p.attributes else -1 for p in train])
+        for name, values in vocabulary.items()
+    }
+    title_ids = {title: i for i, title in enumerate(sorted({p.title for p in train}))}
+    title_index = torch.tensor([title_ids[p.title] for p in train])
+    same_title = title_index[:, None] == title_index[None, :]
+
+    tower = ImageTower(dim=titles.shape[1], arch=config.arch, hidden=config.hidden).to(
+        memory_format=torch.channels_last
+    )
+    objective = LitObjective(
+        torch.from_numpy(titles), same_title, {name: torch.from_numpy(p).float() for name, p in prompts.items()}
+    )
+    parameters = [
+        {"params": [p for p in tower.parameters() if p.ndim > 1], "weight_decay": config.weight_decay},
+        {"params": [p for p in tower.parameters() if p.ndim <= 1], "weight_decay": 0.0},
+        {"params": list(objective.parameters()), "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr)
+    state = TrainingState()
+    checkpoint = out_dir / CHECKPOINT_FILE
+    if resume and checkpoint.exists():
+        saved = torch.load(checkpoint, weights_only=True)
+        tower.load_state_dict(saved["tower"])
+        objective.load_state_dict(saved["objective"], strict=False)
+        optimizer.load_state_dict(saved["optimizer"])
+        state = TrainingState(**saved["state"])
+        torch.set_rng_state(saved["torch_rng"])
+        logger.info("resuming at epoch %d (step %d of %d)", state.epoch, state.step, state.total_steps)
+
+    steps_per_epoch = len(batches(train, config.batch_size, config.hard_negative_block, np.random.default_rng(0)))
+    if not state.total_steps:
+        state.total_steps = config.epochs * steps_per_epoch
+    generator = torch.Generator().manual_seed(config.seed + state.epoch)
+    epochs = state.total_steps // steps_per_epoch
+    budget_checked = bool(state.step)
+    while state.epoch < epochs:
+        tower.train()
+        epoch_started = time.monotonic()
+        order_rng = np.random.default_rng(config.seed * 1000 + state.epoch)
+        epoch_batches = batches(train, config.batch_size, config.hard_negative_block, order_rng)
+        sums = {"loss": 0.0, "title": 0.0, "attributes": 0.0}
+        for number, indices in enumerate(epoch_batches, start=1):
+            lr = _learning_rate(config, state)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            index_tensor = torch.from_numpy(indices)
+            embeddings = tower(augment(train_pixels[indices], generator))
+            title_loss, attribute_loss = objective(embeddings, index_tensor, labels)
+            loss = title_loss + config.attribute_weight * attribute_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            state.step += 1
+            sums["loss"] += float(loss.detach())
+            sums["title"] += float(title_loss.detach())
+            sums["attributes"] += float(attribute_loss.detach())
+            if not budget_checked and number == min(20, len(epoch_batches)) and config.time_budget_s:
+                budget_checked = True
+                per_step = (time.monotonic() - epoch_started) / number
+                left = config.time_budget_s - (time.monotonic() - started) - 60  # evaluation and saving
+                fit = max(1, int((left / per_step + state.step) // steps_per_epoch))
+                if fit < epochs:
+                    logger.info("time budget: %d epochs fit instead of %d (%.2f s/step)", fit, epochs, per_step)
+                    epochs = fit
+                    state.total_steps = epochs * steps_per_epoch
+            report(f"epoch {state.epoch + 1}/{epochs}", number, len(epoch_batches), {"loss": sums["loss"] / number})
+        state.epoch += 1
+        record: dict[str, Any] = {
+            "epoch": state.epoch,
+            "seconds": round(time.monotonic() - epoch_started, 1),
+            **{key: round(value / len(epoch_batches), 4) for key, value in sums.items()},
+            "temperature": round(float(objective.title_scale.exp()), 2),
+        }
+        if validation and validation_titles is not None:
+            tower.eval()
+            with torch.inference_mode():
+                image_vectors = torch.cat(
+                    [tower(to_tensor(validation_pixels[i : i + 256])) for i in range(0, len(validation), 256)]
+                ).numpy()
+            record.update({f"val_{k}": round(v, 4) for k, v in recall_at(validation_titles @ image_vectors.T).items()})
+        state.history.append(record)
+        logger.info("epoch %s", record)
+        torch.save(
+            {
+                "tower": tower.state_dict(),
+                "objective": {k: v for k, v in objective.state_dict().items() if "scale" in k},
+                "optimizer": optimizer.state_dict(),
+                "state": asdict(state),
+                "torch_rng": torch.get_rng_state(),
+                "config": asdict(config),
+            },
+            checkpoint,
+        )
+
+    model_dir = out_dir / "model"
+    model_dir.mkdir(exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(model_dir / WEIGHTS_FILE))
+    model_config = {
+        "arch": config.arch,
+        "image_size": config.image_size,
+        "hidden": config.hidden,
+        "dim": int(titles.shape[1]),
+        "crop_to_content": config.crop_to_content,
+        "text_tower": config.text_tower,
+        "logit_scale": round(float(objective.title_scale.clamp(max=math.log(100)).exp()), 4),
+    }
+    (model_dir / CONFIG_FILE).write_text(json.dumps(model_config, indent=2))
+    return {
+        "config": asdict(config),
+        "history": state.history,
+        "train_products": len(train),
+        "validation_products": len(validation),
+        "vocabulary": vocabulary,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def _learning_rate(config: TowerConfig, state: TrainingState) -> float:
+    if state.step < config.warmup_steps:
+        return config.lr * (state.step + 1) / config.warmup_steps
+    progress = min(1.0, (state.step - config.warmup_steps) / max(1, state.total_steps - config.warmup_steps))
+    return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _progress_reporter(on_progress: Progress | None) -> Callable[[str, int, int, dict[str, float]], None]:
+    def report(stage: str, done: int, total: int, figures: dict[str, float]) -> None:
+        if on_progress is not None:
+            on_progress(stage, done, total, figures)
+
+    return report
