@@ -8,6 +8,7 @@ so an interrupted or corrupted pull never leaves weights that look installed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import tempfile
@@ -58,8 +59,7 @@ def pull(spec: ModelSpec, *, on_progress: Progress | None = None, force: bool = 
             repo, _, revision = rest.partition("@")
             _download_hf(repo, revision or "main", staged, files=None)
         elif scheme == "open_clip":
-            repo = _open_clip_repo(rest)
-            _download_hf(repo, "main", staged, files=["open_clip_config.json", "open_clip_model.safetensors"])
+            _download_open_clip(spec, _open_clip_repo(rest), staged)
         else:
             raise PullError(f"model {spec.name!r} has an unknown source scheme {scheme!r}")
         actual = sha256_path(staged)
@@ -108,6 +108,25 @@ def _download_hf(repo: str, revision: str, destination: Path, files: list[str] |
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as error:
         raise PullError(f"cannot download {repo}@{revision} from the Hugging Face hub: {error}") from error
     shutil.rmtree(destination / ".cache", ignore_errors=True)  # huggingface_hub's bookkeeping, not weights
+
+
+def _download_open_clip(spec: ModelSpec, repo: str, destination: Path) -> None:
+    """The hub layout open_clip reads (config + safetensors, else the .bin checkpoint), plus a separate text
+    tower's tokenizer files when the spec names one (BiomedCLIP's PubMedBERT)."""
+    _download_hf(repo, "main", destination, files=["open_clip_config.json"])
+    try:
+        _download_hf(repo, "main", destination, files=["open_clip_model.safetensors"])
+    except PullError:
+        _download_hf(repo, "main", destination, files=["open_clip_pytorch_model.bin"])
+    text_source = str(spec.extra.get("text_source", ""))
+    if text_source.startswith("hf:"):
+        text_repo, _, revision = text_source.removeprefix("hf:").partition("@")
+        text_dir = destination / str(spec.preprocessing.get("tokenizer_dir", "text"))
+        _download_hf(text_repo, revision or "main", text_dir, files=list(spec.extra.get("text_files", [])))
+        for optional in spec.extra.get("text_files_optional", []):
+            # Optional tokenizer metadata: the tokenizer falls back to its defaults without it.
+            with contextlib.suppress(PullError):
+                _download_hf(text_repo, revision or "main", text_dir, files=[optional])
 
 
 def _open_clip_repo(reference: str) -> str:

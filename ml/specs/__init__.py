@@ -50,8 +50,15 @@ class ModelSpec:
         return {**data, **self.extra}
 
 
-def list_specs() -> list[str]:
-    return sorted(path.stem for path in SPEC_DIR.glob("*.json"))
+PACKS = ("offline", "full")  # "tiny" specs are built on the fly by ml.tiny, never shipped as files
+
+
+def list_specs(*, pack: str | None = None) -> list[str]:
+    """Names of the specs shipped in ml/specs, optionally only those of one pack."""
+    names = sorted(path.stem for path in SPEC_DIR.glob("*.json"))
+    if pack is None:
+        return names
+    return [name for name in names if load_spec(name).extra.get("pack") == pack]
 
 
 def load_spec(name: str) -> ModelSpec:

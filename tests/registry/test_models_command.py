@@ -124,3 +124,5 @@ def test_unknown_model_names_the_known_ones() -> None:
 def test_list_shows_install_state() -> None:
     lines = {line.split()[0]: line for line in _run("list").splitlines()[1:]}
     assert " yes " in lines["minilm-l6-v2@1.0.0"]
+    assert lines["clip-vit-b-32-laion2b@1.0.0"].split()[3] == "no"
+    assert "clip-vit-b-32-laion2b@1.0.0" not in _run("list", "--pack", "offline")

@@ -14,7 +14,7 @@ from apps.registry.selectors import model_spec_lookup
 from apps.registry.services import RegistryError, model_version_promote, model_version_register, model_version_verify
 from ml.pull import PullError, pull
 from ml.sources import ChecksumMismatch, ModelNotInstalled, verify_checksum
-from ml.specs import InvalidSpec, ModelSpec, UnknownSpec, list_specs, load_spec
+from ml.specs import PACKS, InvalidSpec, ModelSpec, UnknownSpec, list_specs, load_spec
 
 
 class Command(BaseCommand):
@@ -22,7 +22,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         actions = parser.add_subparsers(dest="action", required=True)
-        actions.add_parser("list", help="every packaged spec and registered version, with install state")
+        list_parser = actions.add_parser("list", help="every packaged spec and registered version, with install state")
+        list_parser.add_argument("--pack", choices=PACKS, help="only the specs of this pack")
         pull_parser = actions.add_parser("pull", help="download a model's weights and check their sha256")
         pull_parser.add_argument("name", help="a spec name, NAME@VERSION of a registered model, or use --spec")
         pull_parser.add_argument("--spec", type=Path, help="a spec JSON file instead of a name")
@@ -52,9 +53,10 @@ class Command(BaseCommand):
 
     def _list(self, options: dict[str, Any]) -> None:
         registered = {(v.name, v.version): v for v in ModelVersion.objects.all()}
-        specs = {(spec.name, spec.version): spec for spec in map(load_spec, list_specs())}
-        for key, version in registered.items():
-            specs.setdefault(key, ModelSpec.from_dict(version.spec))
+        specs = {(spec.name, spec.version): spec for spec in map(load_spec, list_specs(pack=options["pack"]))}
+        if not options["pack"]:
+            for key, version in registered.items():
+                specs.setdefault(key, ModelSpec.from_dict(version.spec))
         self.stdout.write(f"{'model':44} {'family':22} {'pack':8} {'installed':10} {'registry':10} source")
         for key, spec in specs.items():
             listed = registered.get(key)
