@@ -3,7 +3,7 @@
 A ``Heatmap`` keeps the raw values (cosines, Grad-CAM units, attention weights) on the grid the model computed them
 on, plus what it explains and which model version made it, so it can be stored with a result as JSON and rendered
 later. The grid covers ``model_view(encoder, image)``, the part of the upload the model actually looked at: the
-product crop of a LiT tower (``ml.lit.preprocess.crop_to_content``), the centre square of a CLIP tower whose
+white-padded square (or product crop) of a LiT tower (``ml.lit.preprocess``), the centre square of a CLIP tower whose
 preprocessing resizes the short side and centre-crops. Overlays are drawn on that view, not on the original image,
 so a hot patch lands on the pixels that produced it.
 """
@@ -157,18 +157,18 @@ def attention_heatmap(
 def model_view(encoder: Any, image: Image.Image) -> Image.Image:
     """The part of ``image`` that ``encoder``'s patch grid covers, at the image's own resolution (RGB).
 
-    Draw overlays of this encoder's heatmaps on this view. A LiT tower sees the product crop (``crop_to_content``,
-    padded with white; ``LitEncoder.prepare`` resizes exactly this square). A CLIP tower whose preprocessing resizes
-    the short (or long) side and centre-crops (or pads) sees that centre region (padding black, as open_clip pads).
-    Anything else is taken to see the whole image, stretched to its grid.
+    Draw overlays of this encoder's heatmaps on this view. A LiT tower sees the image padded to a white square, or
+    the product crop when trained with ``crop_to_content`` (``LitEncoder.prepare`` resizes exactly this square).
+    A CLIP tower whose preprocessing resizes the short (or long) side and centre-crops (or pads) sees that centre
+    region (padding black, as open_clip pads). Anything else is taken to see the whole image, stretched to its grid.
     """
     rgb = image.convert("RGB")
     lit_model = sys.modules.get("ml.lit.model")
     # A LitEncoder can only exist once its module is imported; looking it up there keeps torchvision out of imports.
     if lit_model is not None and isinstance(encoder, lit_model.LitEncoder):
-        from ml.lit.preprocess import crop_to_content
+        from ml.lit.preprocess import crop_to_content, pad_to_square
 
-        return crop_to_content(rgb) if encoder.crop else rgb
+        return crop_to_content(rgb) if encoder.crop else pad_to_square(rgb)
     box = _view_box(encoder, rgb.width, rgb.height)
     if box is None:
         return rgb

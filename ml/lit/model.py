@@ -71,7 +71,7 @@ class LitEncoder:
         self.device = device
         self.config: dict[str, Any] = json.loads((Path(path) / CONFIG_FILE).read_text())
         self.image_size = int(self.config["image_size"])
-        self.crop = bool(self.config.get("crop_to_content", True))
+        self.crop = bool(self.config.get("crop_to_content", False))
         self.dim = int(self.config["dim"])
         self.logit_scale = float(self.config.get("logit_scale", 100.0))
         self.tower = ImageTower(dim=self.dim, arch=self.config["arch"], hidden=int(self.config["hidden"]))

@@ -32,7 +32,18 @@ def crop_to_content(image: Image.Image, *, threshold: int = BACKGROUND_THRESHOLD
     return square
 
 
-def prepare(image: Image.Image, size: int, *, crop: bool = True) -> np.ndarray:
-    """uint8 [size, size, 3]: cropped to content (if ``crop``) and resized with antialiasing."""
-    square = crop_to_content(image) if crop else image.convert("RGB")
+def pad_to_square(image: Image.Image) -> Image.Image:
+    """The whole image centred on a white square (no distortion of non-square photos)."""
+    rgb = image.convert("RGB")
+    if rgb.width == rgb.height:
+        return rgb
+    side = max(rgb.size)
+    square = Image.new("RGB", (side, side), (255, 255, 255))
+    square.paste(rgb, ((side - rgb.width) // 2, (side - rgb.height) // 2))
+    return square
+
+
+def prepare(image: Image.Image, size: int, *, crop: bool = False) -> np.ndarray:
+    """uint8 [size, size, 3]: cropped to the product (if ``crop``) or padded to a square, resized with antialiasing."""
+    square = crop_to_content(image) if crop else pad_to_square(image)
     return np.asarray(square.resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)

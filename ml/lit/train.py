@@ -6,8 +6,8 @@ Objectives, per batch of images z (L2-normalised, [B, D]):
   title are not each other's negatives;
 - attributes: for each attribute (articleType, baseColour, gender, usage), cross-entropy of z against the prompt
   embeddings of every value in the training vocabulary (the same prompts zero-shot evaluation uses).
-Hard negatives: batches are built from blocks of products of the same articleType, so a shirt must be told
-apart from other shirts by colour and pattern rather than from shoes.
+Hard negatives (optional, ``hard_negative_block``): batches built from blocks of products of one articleType, so a
+shirt must be told apart from other shirts rather than from shoes; measured to hurt here, so off by default.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 @dataclass
 class TowerConfig:
     arch: str = "resnet18"
-    image_size: int = 112
+    image_size: int = 64
     hidden: int = 1024
     epochs: int = 30
     batch_size: int = 128
@@ -47,11 +47,15 @@ class TowerConfig:
     weight_decay: float = 0.05
     warmup_steps: int = 100
     attribute_weight: float = 0.5
-    hard_negative_block: int = 16  # products of one articleType per block in a batch; 0 = plain shuffling
+    # Products of one articleType per block in a batch (hard negatives); 0 = plain shuffling. Off by default: on the
+    # fashion catalog, blocks of 16 lowered held-out R@10 from 0.55 to 0.49 at an equal number of epochs.
+    hard_negative_block: int = 0
     time_budget_s: float | None = None  # fewer epochs when the measured speed says they would not fit
     validation_fraction: float = 0.05
     seed: int = 0
-    crop_to_content: bool = True
+    # Crop each photo to the product before resizing: more pixels on the product, but it loses the product's size
+    # (a wallet fills the frame like a bag). Off by default: held-out R@10 0.58 without vs 0.55 with, at 64 px.
+    crop_to_content: bool = False
     text_tower: str = "minilm-l6-v2"
 
 
