@@ -8,6 +8,7 @@ DATA=${VLP_DATA_DIR:-$(cd .. && pwd)/shared/data}
 OUT=${VLP_EVAL_DIR:-var/eval}
 CATALOG=$DATA/products/fashion
 mkdir -p "$OUT"
+.venv/bin/python manage.py migrate --noinput >/dev/null  # training registers its model version
 
 started=$(date +%s)
 .venv/bin/python manage.py train_image_tower --catalog "$CATALOG/catalog.csv" --images "$CATALOG/images" \
