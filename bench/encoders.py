@@ -374,10 +374,11 @@ def split_attention(module: nn.Module) -> nn.Module:
 def quantize_int8(module: nn.Module) -> tuple[nn.Module, int]:
     """Dynamic int8 quantization of ``module``'s ``nn.Linear`` layers (weights int8, activations quantized per batch
     at run time); returns the quantized copy and how many layers it swapped."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
     from torch.ao.quantization import quantize_dynamic
 
     quantized = quantize_dynamic(copy.deepcopy(module), {nn.Linear}, dtype=torch.qint8)
-    swapped = sum(1 for m in quantized.modules() if type(m).__name__ == "DynamicQuantizedLinear")
+    swapped = sum(1 for m in quantized.modules() if isinstance(m, DynamicQuantizedLinear))
     return quantized, swapped
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.encoders import SplitProjectionAttention, embedding_agreement, split_attention
+from bench.encoders import SplitProjectionAttention, embedding_agreement, quantize_int8, split_attention
 from bench.machine import flop_per_cycle, parse_machine_limit
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,6 +70,20 @@ def test_split_attention_computes_what_multihead_attention_does(batch_first: boo
     assert isinstance(block["attn"], SplitProjectionAttention)
     actual = block["attn"](x, x, x, need_weights=False, attn_mask=causal)[0]
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_int8_reaches_attention_projections_only_after_splitting() -> None:
+    block = nn.ModuleDict(
+        {
+            "attn": nn.MultiheadAttention(32, 4, batch_first=True),
+            "mlp": nn.Sequential(nn.Linear(32, 64), nn.Linear(64, 32)),
+        }
+    )
+
+    _, mlp_only = quantize_int8(block)
+    _, everything = quantize_int8(split_attention(block))
+
+    assert (mlp_only, everything) == (2, 4)
 
 
 def test_embedding_agreement_separates_shared_direction_from_what_differs() -> None:
