@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
-from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import pytest
@@ -22,18 +19,8 @@ DETECTOR_SPECS = ["open-nsfw", "nudenet", "mtcnn", "rapidocr", "profanity-check"
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No hub, and any attempt to open an internet socket fails the test."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    connect = socket.socket.connect
-
-    def refuse(self: socket.socket, address: Any) -> None:
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            raise AssertionError(f"a model tried to reach the network: {address}")
-        connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    yield
+def offline(no_network: None) -> None:
+    """Every test here runs with no hub and no internet sockets."""
 
 
 @pytest.fixture(scope="module")

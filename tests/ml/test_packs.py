@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import pytest
@@ -20,19 +19,6 @@ INTERFACE = {
     "rapidocr": "read",
     "profanity": "score",
 }
-
-
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    connect = socket.socket.connect
-
-    def refuse(self: socket.socket, address: Any) -> None:
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            raise AssertionError(f"a model tried to reach the network: {address}")
-        connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 def test_every_shipped_spec_names_its_pack() -> None:
