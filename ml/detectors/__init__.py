@@ -52,8 +52,9 @@ def onnx_providers(device: str) -> list[Any]:
     return ["CPUExecutionProvider"]
 
 
-def onnx_session(file: Path, device: str) -> onnxruntime.InferenceSession:
-    """An ONNX Runtime session for ``file`` on ``device``."""
+def onnx_session(model: Path | bytes, device: str) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session on ``device`` for a model file, or for a serialised graph (``bytes``)."""
     import onnxruntime
 
-    return onnxruntime.InferenceSession(str(file), providers=onnx_providers(device))
+    source = model if isinstance(model, bytes) else str(model)
+    return onnxruntime.InferenceSession(source, providers=onnx_providers(device))

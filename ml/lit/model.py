@@ -1,4 +1,8 @@
-"""The LiT image tower (a CNN) and the encoder that pairs it with its locked text tower."""
+"""The LiT image towers and the encoder that pairs a trained one with its locked text tower.
+
+Two towers: ``FeatureHead`` (the default), an MLP over a frozen pretrained backbone's description of the image
+(``ml.lit.backbone``), and ``ImageTower``, a ResNet trained from scratch on the catalog's photos.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ml.encoders.base import l2_normalise
+from ml.lit.backbone import INPUT_SIZE, OpenNsfwBackbone, load_backbone
 from ml.lit.preprocess import prepare
 from ml.specs import ModelSpec
 
@@ -22,6 +27,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
+PATCH_GRID = 7  # cells per side of a backbone head's explanation grid (OpenNSFW's last stage is 7 x 7)
 
 
 class ImageTower(nn.Module):
@@ -51,6 +57,32 @@ class ImageTower(nn.Module):
         return F.normalize(self.forward_map(pixels).mean(dim=(2, 3)), dim=-1)
 
 
+class FeatureHead(nn.Module):
+    """An MLP from a frozen backbone's description [N, features] to the text tower's space [N, dim].
+
+    The input is standardised with the training products' statistics, kept as buffers so they travel with the
+    weights.
+    """
+
+    def __init__(self, *, features: int, dim: int, hidden: int = 1024, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(features))
+        self.register_buffer("std", torch.ones(features))
+        self.mlp = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(features, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
+        )
+
+    def fit_standardisation(self, features: torch.Tensor) -> None:
+        self.mean.copy_(features.mean(dim=0))
+        self.std.copy_(features.std(dim=0) + 1e-6)
+
+    def forward_unnormalised(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mlp((features - self.mean) / self.std)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.forward_unnormalised(features), dim=-1)
+
+
 def to_tensor(batch: np.ndarray) -> torch.Tensor:
     """uint8 [N, H, W, 3] -> normalised float [N, 3, H, W] (channels-last memory, faster on CPU)."""
     pixels = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255)
@@ -74,15 +106,27 @@ class LitEncoder:
         self.crop = bool(self.config.get("crop_to_content", False))
         self.dim = int(self.config["dim"])
         self.logit_scale = float(self.config.get("logit_scale", 100.0))
-        self.tower = ImageTower(dim=self.dim, arch=self.config["arch"], hidden=int(self.config["hidden"]))
+        self.backbone: OpenNsfwBackbone | None = None
+        self.tower: FeatureHead | ImageTower
+        if self.config.get("backbone"):
+            self.backbone = load_backbone(self.config["backbone"], device=device)
+            self.image_size = INPUT_SIZE
+            features, hidden = int(self.config["features"]), int(self.config["hidden"])
+            self.tower = FeatureHead(features=features, dim=self.dim, hidden=hidden)
+        else:
+            self.tower = ImageTower(dim=self.dim, arch=self.config["arch"], hidden=int(self.config["hidden"]))
         self.tower.load_state_dict(load_file(str(Path(path) / WEIGHTS_FILE)))
-        self.tower.to(device).eval().to(memory_format=torch.channels_last)
+        self.tower.to(device).eval()
+        if self.backbone is None:
+            self.tower.to(memory_format=torch.channels_last)
         self.text_tower = ml.load(self.config["text_tower"], device=device)
 
     def encode_texts(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
         return np.asarray(self.text_tower.encode_texts(texts, **kwargs), dtype=np.float32)
 
     def prepare(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if self.backbone is not None:
+            return np.stack([self.backbone.prepare(image) for image in images])
         return np.stack([prepare(image, self.image_size, crop=self.crop) for image in images])
 
     def encode_images(
@@ -101,7 +145,7 @@ class LitEncoder:
         """Embeddings of images already passed through ``prepare`` (uint8 [N, S, S, 3])."""
         chunks = []
         for start in range(0, len(pixels), batch_size):
-            batch = to_tensor(pixels[start : start + batch_size]).to(self.device)
+            batch = self._tower_input(pixels[start : start + batch_size])
             chunks.append(self.tower(batch).float().cpu().numpy())
             if on_progress is not None:
                 on_progress(min(start + batch_size, len(pixels)), len(pixels))
@@ -109,10 +153,27 @@ class LitEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return l2_normalise(np.concatenate(chunks))
 
+    def _tower_input(self, pixels: np.ndarray) -> torch.Tensor:
+        if self.backbone is not None:
+            return torch.from_numpy(self.backbone.describe(pixels)[:, 0, 0]).to(self.device)
+        return to_tensor(pixels).to(self.device)
+
     @torch.inference_mode()
     def encode_image_patches(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
-        """(global [N, dim], per-position [N, rows, cols, dim]), both L2-normalised."""
-        maps = self.tower.forward_map(to_tensor(self.prepare(images)).to(self.device)).float().cpu()
+        """(global [N, dim], per-position [N, rows, cols, dim]), both L2-normalised.
+
+        The scratch CNN's positions are its last feature map's; a backbone head's are the cells of a 7 x 7 grid,
+        each described the way the whole image is (its stage means and colours) and passed through the head.
+        """
+        pixels = self.prepare(images)
+        if self.backbone is not None:
+            cells = torch.from_numpy(self.backbone.describe(pixels, grid=PATCH_GRID)).to(self.device)
+            assert isinstance(self.tower, FeatureHead)
+            patches = F.normalize(self.tower.forward_unnormalised(cells), dim=-1).float().cpu().numpy()
+            pooled = self.tower(self._tower_input(pixels)).float().cpu().numpy()
+            return pooled.astype(np.float32), patches.astype(np.float32)
+        assert isinstance(self.tower, ImageTower)
+        maps = self.tower.forward_map(to_tensor(pixels).to(self.device)).float().cpu()
         pooled = F.normalize(maps.mean(dim=(2, 3)), dim=-1).numpy()
         patches = F.normalize(maps.permute(0, 2, 3, 1), dim=-1).numpy()
         return pooled.astype(np.float32), patches.astype(np.float32)

@@ -1,7 +1,9 @@
-"""The LiT tower's training loop: resume after an interruption, skip broken images, crop to the product."""
+"""The LiT towers: training resumes after an interruption, skips broken images, crops to the product; the frozen
+OpenNSFW backbone's descriptions and colour histograms."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import ml
+from ml.lit.backbone import COLOUR_FEATURES, BackboneError, OpenNsfwBackbone, colour_histograms, load_backbone
 from ml.lit.catalog import Product
 from ml.lit.preprocess import crop_to_content
 from ml.lit.train import TowerConfig, train_tower
@@ -72,3 +75,60 @@ def test_crop_to_content_keeps_the_product_and_pads_to_a_square() -> None:
     assert square.width == square.height and 40 <= square.width <= 45
     pixels = np.asarray(square)
     assert (pixels < 128).all(axis=2).mean() == pytest.approx(20 * 40 / square.width**2, rel=0.1)
+
+
+def test_the_scratch_cnn_tower_still_trains_and_loads(tmp_path: Path) -> None:
+    config = TowerConfig(backbone="", epochs=1, image_size=32, batch_size=8, validation_fraction=0)
+
+    train_tower(_products(tmp_path), tmp_path / "run", config=config, text_tower=ml.load("minilm-l6-v2"))
+
+    saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert saved["backbone"] == "" and saved["arch"] == "resnet18" and saved["image_size"] == 32
+
+
+@pytest.fixture(scope="module")
+def backbone() -> OpenNsfwBackbone:
+    return load_backbone("open-nsfw")
+
+
+def _product_photo(colour: tuple[int, int, int], box: tuple[int, int, int, int] = (60, 40, 160, 190)) -> np.ndarray:
+    image = Image.new("RGB", (224, 224), "white")
+    ImageDraw.Draw(image).rectangle(box, fill=colour)
+    return OpenNsfwBackbone.prepare(image)
+
+
+def test_backbone_cells_average_to_the_whole_image_description(backbone: OpenNsfwBackbone) -> None:
+    pixels = np.stack([_product_photo((200, 30, 30)), _product_photo((30, 60, 200))])
+
+    whole = backbone.describe(pixels)
+    cells = backbone.describe(pixels, grid=7)
+
+    assert whole.shape == (2, 1, 1, backbone.dim) and cells.shape == (2, 7, 7, backbone.dim)
+    stages = backbone.dim - COLOUR_FEATURES  # every stage map (56, 28, 14, 7 positions a side) splits evenly
+    np.testing.assert_allclose(cells[..., :stages].mean(axis=(1, 2)), whole[:, 0, 0, :stages], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(whole[0], whole[1])  # a red and a blue product are described differently
+
+
+def test_colour_histogram_puts_a_product_in_its_hue_and_the_background_in_no_bin() -> None:
+    red, navy = _product_photo((220, 20, 20)), _product_photo((20, 30, 110))
+
+    histograms = colour_histograms(np.stack([red, navy]))[:, 0, 0]
+
+    hue_of = histograms[:, :108].reshape(2, 12, 9).sum(axis=2).argmax(axis=1)
+    assert list(hue_of) == [0, 7]  # red at hue 0; navy (hue ~230 degrees) in bin 7 of 12
+    assert histograms[:, :108].max(axis=1) == pytest.approx([1.0, 1.0], abs=0.02)  # square roots of shares
+
+
+def test_a_graph_without_the_stage_outputs_is_refused(tmp_path: Path) -> None:
+    import onnx
+
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["x"], ["y"])],
+        "not-open-nsfw",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    onnx.save(onnx.helper.make_model(graph), str(tmp_path / "other.onnx"))
+
+    with pytest.raises(BackboneError, match="not the OpenNSFW graph"):
+        OpenNsfwBackbone(tmp_path / "other.onnx")

@@ -28,6 +28,12 @@ class Command(BaseCommand):
         parser.add_argument("--images", type=Path, required=True, help="folder of the product images")
         parser.add_argument("--out", type=Path, required=True, help="output folder (checkpoint, weights, spec)")
         parser.add_argument("--name", default="lit-image-tower", help="model name to register")
+        parser.add_argument(
+            "--backbone",
+            default=TowerConfig.backbone,
+            help="frozen pretrained backbone under a trained head (a model spec name), or 'none' to train a ResNet "
+            "from scratch on the pixels",
+        )
         parser.add_argument("--epochs", type=int, default=TowerConfig.epochs)
         parser.add_argument("--image-size", type=int, default=TowerConfig.image_size)
         parser.add_argument("--batch-size", type=int, default=TowerConfig.batch_size)
@@ -56,6 +62,7 @@ class Command(BaseCommand):
             out.mkdir(parents=True, exist_ok=True)
             _write_holdout(options["catalog"], {p.id for p in held_out}, out / "holdout.csv")
         config = TowerConfig(
+            backbone="" if options["backbone"] in ("", "none") else options["backbone"],
             epochs=options["epochs"],
             image_size=options["image_size"],
             batch_size=options["batch_size"],
