@@ -7,7 +7,6 @@ from ml.fusion.calibration import (
     calibrator_from_dict,
     choose_threshold_details,
     choose_thresholds,
-    precision_recall_curve,
 )
 from ml.fusion.heads import (
     CrossAttentionFusionHead,
@@ -47,7 +46,6 @@ __all__ = [
     "info_nce_loss",
     "load_head",
     "masked_bce_with_logits",
-    "precision_recall_curve",
     "save_head",
     "train_fusion_head",
 ]

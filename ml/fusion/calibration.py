@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ml.eval import pr_curve
+
 logger = logging.getLogger(__name__)
 
 ThresholdStrategy = str | tuple[str, float]
@@ -212,23 +214,6 @@ def calibrator_from_dict(data: dict[str, Any]) -> TemperatureScaler | IsotonicCa
     return CALIBRATORS[kind].from_dict(data)
 
 
-def precision_recall_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(precision, recall, thresholds) for deciding ``score >= threshold``, one entry per distinct score, thresholds
-    descending. ``labels`` are booleans for one category, every entry known."""
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    positives = np.asarray(labels, dtype=bool).ravel()
-    order = np.argsort(-scores, kind="stable")
-    scores, positives = scores[order], positives[order]
-    true_positives = np.cumsum(positives)
-    predicted = np.arange(1, len(scores) + 1)
-    # The last row of each run of equal scores: a threshold admits all of them or none.
-    last_of_run = np.r_[scores[1:] != scores[:-1], True] if len(scores) else np.zeros(0, dtype=bool)
-    true_positives, predicted, thresholds = true_positives[last_of_run], predicted[last_of_run], scores[last_of_run]
-    precision = true_positives / predicted
-    recall = true_positives / max(int(positives.sum()), 1)
-    return precision, recall, thresholds
-
-
 @dataclass(frozen=True)
 class ThresholdChoice:
     """A category's decision threshold (decide ``probability >= threshold``) and what it achieves on the data."""
@@ -306,7 +291,7 @@ def choose_threshold_details(
                 FALLBACK_THRESHOLD, *at_fallback, support, fallback=True, reason="no known positives"
             )
             continue
-        precision, recall, thresholds = precision_recall_curve(scores, y)
+        precision, recall, thresholds = pr_curve(y, scores)
         f1 = _f1(precision, recall)
         fallback, reason = False, ""
         if target is None:

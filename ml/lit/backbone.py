@@ -96,11 +96,11 @@ def _cell_means(maps: np.ndarray, grid: int) -> np.ndarray:
     count, rows, cols, channels = maps.shape
     if grid > min(rows, cols):
         raise ValueError(f"a {rows} x {cols} feature map has no {grid} x {grid} grid of cells")
-    cells = _cell_index(rows, cols, grid)
-    sums = np.zeros((count, grid * grid, channels), dtype=np.float32)
-    np.add.at(sums, (slice(None), cells.ravel()), maps.reshape(count, rows * cols, channels))
-    sizes = np.bincount(cells.ravel(), minlength=grid * grid).astype(np.float32)
-    return (sums / sizes[None, :, None]).reshape(count, grid, grid, channels)
+    cells = _cell_index(rows, cols, grid).ravel()
+    membership = (np.arange(grid * grid)[:, None] == cells[None, :]).astype(np.float32)  # [cells, positions]
+    averaging = membership / membership.sum(axis=1, keepdims=True)
+    means = np.einsum("kp,npc->nkc", averaging, maps.reshape(count, rows * cols, channels).astype(np.float32))
+    return means.reshape(count, grid, grid, channels)
 
 
 def _cell_index(rows: int, cols: int, grid: int) -> np.ndarray:

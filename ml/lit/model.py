@@ -66,6 +66,9 @@ class FeatureHead(nn.Module):
     so they travel with the weights.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, *, features: int, dim: int, hidden: int = 1024, dropout: float = 0.2, members: int = 3) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(features))

@@ -32,12 +32,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ml.eval import recall_at_k
 from ml.images import ImageRejected, open_image
 from ml.lit.backbone import INPUT_SIZE, OpenNsfwBackbone, load_backbone
 from ml.lit.catalog import Product, attribute_vocabulary
+from ml.lit.evaluate import zero_shot_classifier
 from ml.lit.model import CONFIG_FILE, WEIGHTS_FILE, FeatureHead, ImageTower, to_tensor
 from ml.lit.preprocess import prepare
-from ml.lit.prompts import attribute_prompts
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -187,27 +188,12 @@ class LitObjective(nn.Module):
         return -(log_probabilities.sum(dim=1)[anchors] / positives.sum(dim=1)[anchors]).mean()
 
 
-def prompt_embeddings(text_tower: Any, attribute: str, values: list[str]) -> np.ndarray:
-    """One embedding per value: the normalised mean of its prompts' embeddings."""
-    prompts = [attribute_prompts(attribute, value) for value in values]
-    flat = text_tower.encode_texts([text for group in prompts for text in group])
-    per_value = flat.reshape(len(values), len(prompts[0]), -1).mean(axis=1)
-    return per_value / np.linalg.norm(per_value, axis=1, keepdims=True)
-
-
 def split_validation(products: list[Product], fraction: float, seed: int) -> tuple[list[Product], list[Product]]:
     if fraction <= 0:
         return products, []
     order = np.random.default_rng(seed).permutation(len(products))
     cut = max(1, int(len(products) * fraction))
     return [products[i] for i in order[cut:]], [products[i] for i in order[:cut]]
-
-
-def recall_at(similarity: np.ndarray, ks: tuple[int, ...] = (1, 10)) -> dict[str, float]:
-    """Text->image recall with target i for query i (a quick validation figure; ml.eval has the full report)."""
-    correct = similarity[np.arange(len(similarity)), np.arange(len(similarity))][:, None]
-    ranks = (similarity > correct).sum(axis=1)
-    return {f"R@{k}": float((ranks < k).mean()) for k in ks}
 
 
 def train_tower(
@@ -278,7 +264,7 @@ def train_tower(
     titles = text_tower.encode_texts([p.title for p in train])
     validation_titles = text_tower.encode_texts([p.title for p in validation]) if validation else None
     vocabulary = attribute_vocabulary(train)
-    prompts = {name: prompt_embeddings(text_tower, name, values) for name, values in vocabulary.items()}
+    prompts = {name: zero_shot_classifier(text_tower, name, values) for name, values in vocabulary.items()}
     labels = {
         name: torch.tensor([values.index(p.attributes[name]) if name in p.attributes else -1 for p in train])
         for name, values in vocabulary.items()
@@ -356,7 +342,8 @@ def train_tower(
             tower.eval()
             with torch.inference_mode():
                 image_vectors = embed_validation()
-            record.update({f"val_{k}": round(v, 4) for k, v in recall_at(validation_titles @ image_vectors.T).items()})
+            similarity, own_image = validation_titles @ image_vectors.T, np.arange(len(validation))
+            record.update({f"val_R@{k}": round(recall_at_k(similarity, own_image, k), 4) for k in (1, 10)})
         state.history.append(record)
         logger.info("epoch %s", record)
         torch.save(

@@ -9,7 +9,6 @@ from typing import Literal
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import precision_recall_curve as sklearn_precision_recall_curve
 
 import ml
 from ml.fusion import (
@@ -27,7 +26,6 @@ from ml.fusion import (
     choose_thresholds,
     info_nce_loss,
     masked_bce_with_logits,
-    precision_recall_curve,
     save_head,
     train_fusion_head,
 )
@@ -382,17 +380,6 @@ def test_thresholds_hit_the_target_precision_on_a_hand_made_example() -> None:
     assert no_positives.threshold == 0.5 and no_positives.fallback and no_positives.support == 0
     low = choose_threshold_details(np.array([[0.9], [0.8]]), np.array([[0.0], [1.0]]), strategy=("precision", 0.99))
     assert low["0"].fallback and low["0"].threshold == 0.8
-
-
-def test_precision_recall_curve_matches_scikit_learn() -> None:
-    rng = np.random.default_rng(0)
-    scores, labels = rng.integers(0, 20, 200) / 20, rng.random(200) < 0.3
-    precision, recall, thresholds = precision_recall_curve(scores, labels)
-    expected_precision, expected_recall, expected_thresholds = sklearn_precision_recall_curve(labels, scores)
-    # scikit-learn: ascending thresholds, plus a final (precision 1, recall 0) point
-    assert np.allclose(thresholds[::-1], expected_thresholds)
-    assert np.allclose(precision[::-1], expected_precision[:-1])
-    assert np.allclose(recall[::-1], expected_recall[:-1])
 
 
 def test_training_is_reproducible_with_a_seed_and_leaves_global_randomness_alone(
