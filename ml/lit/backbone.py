@@ -7,10 +7,11 @@ CPU minutes. Measured on 2,000 held-out fashion products (docs/ml.md), a head tr
 a ResNet-18 trained end to end for 23 minutes on every figure, and its training takes a few minutes.
 
 A product is described by the mean of each stage's feature map (low stages keep colour and texture, high stages
-shape and parts) plus a colour histogram of its non-background pixels: OpenNSFW's mean subtraction and ReLUs keep
-little of the hue that ``baseColour`` needs. ``describe(pixels, grid=g)`` gives the same description per cell of a
-g x g grid (each cell's stage means and colours), which is how the tower draws its explanation heatmaps: the global
-description's stage means are exactly the means of the cells'.
+shape and parts), the third stage's means over a 3 x 3 grid (layout), and a colour histogram of its non-background
+pixels: OpenNSFW's mean subtraction and ReLUs keep little of the hue that ``baseColour`` needs.
+``describe(pixels, grid=g)`` gives the same description per cell of a g x g grid (each cell's stage means, its
+layout slot and its colours), which is how the tower draws its explanation heatmaps: the global description's stage
+means are exactly the means of the cells'.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ COLOUR_BINS = (12, 3, 3)  # hue x saturation x value of coloured pixels
 GREY_BINS = 6  # value bins of unsaturated pixels (black, greys, white)
 BACKGROUND_THRESHOLD = 235  # a pixel whose channels are all at least this is background
 LOW_SATURATION = 0.15
+# The third stage (512 channels, 14 x 14) is also described on a 3 x 3 grid: where a collar, a sole or a strap sits.
+# Held-out R@10 0.80 -> 0.83 and P@10 0.40 -> 0.42 (one head); a 2 x 2 grid gave 0.82, 4 x 4 0.82, stage 4's 2 x 2 0.78.
+LAYOUT_STAGE = 2
+LAYOUT_GRID = 3
 COLOUR_FEATURES = COLOUR_BINS[0] * COLOUR_BINS[1] * COLOUR_BINS[2] + GREY_BINS
 
 
@@ -84,11 +89,31 @@ class OpenNsfwBackbone:
             stages = self.session.run(list(STAGE_OUTPUTS), {self.input_name: np.ascontiguousarray(bgr)})
             # The graph's stage outputs are channels-last [N, H, W, C].
             parts = [_cell_means(np.asarray(stage), grid) for stage in stages]
+            parts.append(_layout(np.asarray(stages[LAYOUT_STAGE]), grid))
             parts.append(colour_histograms(batch, grid))
             chunks.append(np.concatenate(parts, axis=-1))
         if not chunks:
             return np.zeros((0, grid, grid, getattr(self, "dim", 0)), dtype=np.float32)
         return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def _layout(maps: np.ndarray, grid: int) -> np.ndarray:
+    """[N, grid, grid, LAYOUT_GRID**2 * C]: where things are, as the stage's means over a coarse grid.
+
+    The whole image (``grid`` 1) fills every slot. One cell of a finer grid is described as that cell alone at its
+    place: its own mean in the slot it falls in, NaN (read by the head as the training average) in the others.
+    """
+    count, channels = maps.shape[0], maps.shape[-1]
+    coarse = _cell_means(maps, LAYOUT_GRID).reshape(count, 1, 1, LAYOUT_GRID**2 * channels)
+    if grid == 1:
+        return coarse
+    cells = _cell_means(maps, grid)
+    out = np.full((count, grid, grid, LAYOUT_GRID**2, channels), np.nan, dtype=np.float32)
+    for i in range(grid):
+        for j in range(grid):
+            slot = (i * LAYOUT_GRID // grid) * LAYOUT_GRID + j * LAYOUT_GRID // grid
+            out[:, i, j, slot] = cells[:, i, j]
+    return out.reshape(count, grid, grid, LAYOUT_GRID**2 * channels)
 
 
 def _cell_means(maps: np.ndarray, grid: int) -> np.ndarray:

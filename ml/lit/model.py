@@ -86,7 +86,8 @@ class FeatureHead(nn.Module):
 
     def member_embeddings(self, features: torch.Tensor) -> torch.Tensor:
         """[members, ..., dim]: each member's L2-normalised embedding."""
-        standardised = (features - self.mean) / self.std
+        # NaN marks a feature the description does not know (a grid cell's other layout slots): the training mean.
+        standardised = torch.nan_to_num((features - self.mean) / self.std, nan=0.0)
         return torch.stack([F.normalize(member(standardised), dim=-1) for member in self.members])
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:

@@ -104,8 +104,11 @@ def test_backbone_cells_average_to_the_whole_image_description(backbone: OpenNsf
     cells = backbone.describe(pixels, grid=7)
 
     assert whole.shape == (2, 1, 1, backbone.dim) and cells.shape == (2, 7, 7, backbone.dim)
-    stages = backbone.dim - COLOUR_FEATURES  # every stage map (56, 28, 14, 7 positions a side) splits evenly
+    stages = 128 + 256 + 512 + 1024  # every stage map (56, 28, 14, 7 positions a side) splits evenly
     np.testing.assert_allclose(cells[..., :stages].mean(axis=(1, 2)), whole[:, 0, 0, :stages], rtol=1e-4, atol=1e-5)
+    layout = cells[0, :, :, stages:-COLOUR_FEATURES].reshape(7, 7, 9, 512)
+    assert np.isfinite(layout[0, 0, 0]).all() and np.isnan(layout[0, 0, 1:]).all()  # a corner cell fills slot 0
+    assert np.isfinite(layout[6, 6, 8]).all() and np.isfinite(whole).all()
     assert not np.allclose(whole[0], whole[1])  # a red and a blue product are described differently
 
 
