@@ -23,8 +23,7 @@ class OpenNsfwScorer:
         self.crop = int(pre["crop"])
         self.jpeg_quality = int(pre["jpeg_quality"])
         self.mean_bgr = np.asarray(pre["mean_bgr"], dtype=np.float32)
-        self.model_file = weight_file(path, spec, "model")
-        self.session = onnx_session(self.model_file, device)
+        self.session = onnx_session(weight_file(path, spec, "model"), device)
         self.input_name = self.session.get_inputs()[0].name
 
     def preprocess(self, image: Image.Image) -> np.ndarray:

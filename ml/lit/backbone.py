@@ -21,7 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ml.detectors import onnx_session
+from ml.detectors import onnx_session, weight_file
+from ml.lit.preprocess import pad_to_square
+from ml.sources import verify_checksum
+from ml.specs import load_spec
 
 INPUT_SIZE = 224
 MEAN_BGR = np.asarray([104.0, 117.0, 123.0], dtype=np.float32)  # the Caffe model's preprocessing
@@ -43,13 +46,12 @@ class BackboneError(RuntimeError):
 
 
 def load_backbone(name: str, *, device: str = "cpu") -> OpenNsfwBackbone:
-    """The backbone named in a tower's config: the stage outputs of a loaded (verified) OpenNSFW model spec."""
-    import ml
-
-    scorer = ml.load(name, device=device)
-    if getattr(scorer, "spec", None) is None or scorer.spec.family != "onnx-open-nsfw":
+    """The backbone named in a tower's config: the stage outputs of an OpenNSFW model spec's verified weights
+    (read straight from the spec's file: the NSFW scorer's own session is not needed)."""
+    spec = load_spec(name)
+    if spec.family != "onnx-open-nsfw":
         raise BackboneError(f"backbone {name!r} is not an OpenNSFW model (family onnx-open-nsfw)")
-    return OpenNsfwBackbone(scorer.model_file, device=device)
+    return OpenNsfwBackbone(weight_file(verify_checksum(spec), spec, "model"), device=device)
 
 
 class OpenNsfwBackbone:
@@ -72,29 +74,32 @@ class OpenNsfwBackbone:
     @staticmethod
     def prepare(image: Image.Image) -> np.ndarray:
         """uint8 [224, 224, 3]: the whole image centred on a white square, resized (the view heatmaps are drawn on)."""
-        from ml.lit.preprocess import pad_to_square
-
         square = pad_to_square(image)
         return np.asarray(square.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR), dtype=np.uint8)
 
     def describe(self, pixels: np.ndarray, *, grid: int = 1, batch_size: int = 32) -> np.ndarray:
         """float32 [N, grid, grid, dim] descriptions of prepared images (uint8 [N, 224, 224, 3])."""
+        return self.describe_grids(pixels, (grid,), batch_size=batch_size)[0]
+
+    def describe_grids(self, pixels: np.ndarray, grids: tuple[int, ...], *, batch_size: int = 32) -> list[np.ndarray]:
+        """``describe`` at several grids from one forward pass: float32 [N, g, g, dim] for each g in ``grids``."""
         if pixels.ndim != 4 or pixels.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
             expected = f"[N, {INPUT_SIZE}, {INPUT_SIZE}, 3]"
             raise ValueError(f"the backbone takes prepared images {expected}, got {pixels.shape}")
-        chunks = []
+        chunks: list[list[np.ndarray]] = [[] for _ in grids]
         for start in range(0, len(pixels), batch_size):
             batch = pixels[start : start + batch_size]
             bgr = batch[..., ::-1].astype(np.float32) - MEAN_BGR
-            stages = self.session.run(list(STAGE_OUTPUTS), {self.input_name: np.ascontiguousarray(bgr)})
             # The graph's stage outputs are channels-last [N, H, W, C].
-            parts = [_cell_means(np.asarray(stage), grid) for stage in stages]
-            parts.append(_layout(np.asarray(stages[LAYOUT_STAGE]), grid))
-            parts.append(colour_histograms(batch, grid))
-            chunks.append(np.concatenate(parts, axis=-1))
-        if not chunks:
-            return np.zeros((0, grid, grid, getattr(self, "dim", 0)), dtype=np.float32)
-        return np.concatenate(chunks).astype(np.float32, copy=False)
+            stages = [np.asarray(stage) for stage in self.session.run(list(STAGE_OUTPUTS), {self.input_name: bgr})]
+            for chunk, grid in zip(chunks, grids, strict=True):
+                parts = [_cell_means(stage, grid) for stage in stages]
+                parts.append(_layout(stages[LAYOUT_STAGE], grid))
+                parts.append(colour_histograms(batch, grid))
+                chunk.append(np.concatenate(parts, axis=-1))
+        if not len(pixels):
+            return [np.zeros((0, grid, grid, self.dim), dtype=np.float32) for grid in grids]
+        return [np.concatenate(chunk).astype(np.float32, copy=False) for chunk in chunks]
 
 
 def _layout(maps: np.ndarray, grid: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ml.encoders.base import l2_normalise
-from ml.lit.backbone import INPUT_SIZE, OpenNsfwBackbone, load_backbone
+from ml.lit.backbone import OpenNsfwBackbone, load_backbone
 from ml.lit.preprocess import prepare
 from ml.specs import ModelSpec
 
@@ -121,7 +121,6 @@ class LitEncoder:
         self.tower: FeatureHead | ImageTower
         if self.config.get("backbone"):
             self.backbone = load_backbone(self.config["backbone"], device=device)
-            self.image_size = INPUT_SIZE
             features, hidden = int(self.config["features"]), int(self.config["hidden"])
             members = int(self.config.get("members", 1))
             self.tower = FeatureHead(features=features, dim=self.dim, hidden=hidden, members=members)
@@ -179,9 +178,9 @@ class LitEncoder:
         """
         pixels = self.prepare(images)
         if self.backbone is not None:
-            cells = torch.from_numpy(self.backbone.describe(pixels, grid=PATCH_GRID)).to(self.device)
-            patches = self.tower(cells).float().cpu().numpy()
-            pooled = self.tower(self._tower_input(pixels)).float().cpu().numpy()
+            whole, cells = self.backbone.describe_grids(pixels, (1, PATCH_GRID))
+            pooled = self.tower(torch.from_numpy(whole[:, 0, 0]).to(self.device)).float().cpu().numpy()
+            patches = self.tower(torch.from_numpy(cells).to(self.device)).float().cpu().numpy()
             return pooled.astype(np.float32), patches.astype(np.float32)
         assert isinstance(self.tower, ImageTower)
         maps = self.tower.forward_map(to_tensor(pixels).to(self.device)).float().cpu()
