@@ -19,8 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
-from torch import nn
-from torch.nn import functional
 from torch.utils.flop_counter import FlopCounterMode
 
 import ml
@@ -28,6 +26,7 @@ from bench import BenchResult, Figure, Settings, measure, measure_interleaved
 from bench.machine import MachineLimit, gemm_gflops
 from ml import tiny
 from ml.encoders.clip import OpenClipEncoder
+from ml.encoders.quantize import quantize_int8, split_attention
 
 logger = logging.getLogger(__name__)
 
@@ -320,68 +319,6 @@ def _speedup_variants(
 
 
 # --- reduced precision ----------------------------------------------------------------------------------------------
-class SplitProjectionAttention(nn.Module):
-    """``nn.MultiheadAttention`` (self-attention) with its projections as ``nn.Linear`` layers.
-
-    ``quantize_dynamic`` swaps ``nn.Linear``s only: MHA keeps its input projection as a bare parameter and its output
-    projection as a class excluded from dynamic quantization, so int8 would otherwise reach only the MLPs.
-    Called exactly as open_clip's blocks call MHA: ``attn(x, x, x, need_weights=False, attn_mask=mask)``.
-    """
-
-    def __init__(self, attention: nn.MultiheadAttention) -> None:
-        super().__init__()
-        if not attention._qkv_same_embed_dim:
-            raise ValueError("only self-attention with one input projection can be split")
-        width = attention.embed_dim
-        self.heads = attention.num_heads
-        self.batch_first = attention.batch_first
-        self.qkv = nn.Linear(width, 3 * width, bias=attention.in_proj_bias is not None)
-        self.out = nn.Linear(width, width, bias=attention.out_proj.bias is not None)
-        with torch.no_grad():
-            self.qkv.weight.copy_(attention.in_proj_weight)
-            self.out.weight.copy_(attention.out_proj.weight)
-            if attention.in_proj_bias is not None:
-                self.qkv.bias.copy_(attention.in_proj_bias)
-            if attention.out_proj.bias is not None:
-                self.out.bias.copy_(attention.out_proj.bias)
-
-    def forward(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        need_weights: bool = False,
-        attn_mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, None]:
-        x = query if self.batch_first else query.transpose(0, 1)
-        batch, length, width = x.shape
-        q, k, v = self.qkv(x).reshape(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
-        attended = functional.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        out = self.out(attended.transpose(1, 2).reshape(batch, length, width))
-        return (out if self.batch_first else out.transpose(0, 1)), None
-
-
-def split_attention(module: nn.Module) -> nn.Module:
-    """Replace every ``nn.MultiheadAttention`` in ``module`` (in place) with ``SplitProjectionAttention``."""
-    for name, child in list(module.named_children()):
-        if isinstance(child, nn.MultiheadAttention):
-            setattr(module, name, SplitProjectionAttention(child))
-        else:
-            split_attention(child)
-    return module
-
-
-def quantize_int8(module: nn.Module) -> tuple[nn.Module, int]:
-    """Dynamic int8 quantization of ``module``'s ``nn.Linear`` layers (weights int8, activations quantized per batch
-    at run time); returns the quantized copy and how many layers it swapped."""
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
-    from torch.ao.quantization import quantize_dynamic
-
-    quantized = quantize_dynamic(copy.deepcopy(module), {nn.Linear}, dtype=torch.qint8)
-    swapped = sum(1 for m in quantized.modules() if isinstance(m, DynamicQuantizedLinear))
-    return quantized, swapped
-
-
 def run_precision(settings: Settings, encoder: OpenClipEncoder, machine: MachineLimit) -> BenchResult:
     """bf16 and int8 image forwards against fp32 at batch 16: throughput ratio and embedding cosine."""
     result = BenchResult()
@@ -406,7 +343,10 @@ def run_precision(settings: Settings, encoder: OpenClipEncoder, machine: Machine
         "bf16 autocast": (autocast_bf16, "OpenClipEncoder(precision='bf16')"),
         "bf16 weights": (lambda x: bf16_visual(x.to(torch.bfloat16)).float(), "model and input cast to bf16"),
         "int8 MLP": (mlp_int8, f"quantize_dynamic on nn.Linear: {mlp_swapped} layers (MLPs only)"),
-        "int8 MLP+attention": (all_int8, f"split attention projections, then quantize_dynamic: {all_swapped} layers"),
+        "int8 MLP+attention": (
+            all_int8,
+            f"OpenClipEncoder(precision='int8'): split attention, then quantize_dynamic: {all_swapped} layers",
+        ),
     }
     timings = measure_interleaved(
         {name: functools.partial(_inference, forward, timed_pixels) for name, (forward, _) in paths.items()},

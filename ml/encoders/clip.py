@@ -28,11 +28,14 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ml.encoders.quantize import quantize_submodules_int8
 from ml.specs import ModelSpec
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16")
+# "int8" quantizes the image tower only (CPU): MiniLM-sized text towers gain little, and a query's text embedding
+# is cheap next to an image's.
+PRECISIONS = ("fp32", "bf16", "int8")
 PATCH_METHODS = ("maskclip", "tokens")
 OPEN_CLIP_CHECKPOINTS = (
     "open_clip_model.safetensors",
@@ -65,6 +68,14 @@ class _JointEncoder:
         self.precision = precision or str(spec.preprocessing.get("precision", "fp32"))
         if self.precision not in PRECISIONS:
             raise ValueError(f"model {spec.name!r}: precision {self.precision!r} is not one of {PRECISIONS}")
+        if self.precision == "int8" and self.device.type != "cpu":
+            raise ValueError(f"model {spec.name!r}: int8 runs on the CPU only; use bf16 on {self.device.type}")
+        if self.precision == "bf16" and self.device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            logger.warning(
+                "model %s: this CPU has no bf16 instructions (avx512_bf16, amx_bf16); bf16 is emulated and slower "
+                "than fp32 here: use fp32 or int8",
+                spec.name,
+            )
         self.patch_method = patch_method or str(spec.preprocessing.get("patch_method", "maskclip"))
         if self.patch_method not in PATCH_METHODS:
             raise ValueError(f"model {spec.name!r}: patch_method {self.patch_method!r} is not one of {PATCH_METHODS}")
@@ -225,6 +236,8 @@ class OpenClipEncoder(_JointEncoder):
             **overrides,
         )
         self.model = model.eval()
+        if self.precision == "int8":
+            quantize_submodules_int8(self.model, ("visual",))
         if "hf_tokenizer_name" in text_cfg or "tokenizer_dir" in spec.preprocessing:
             from open_clip.tokenizer import HFTokenizer
 
@@ -306,6 +319,7 @@ class HfClipEncoder(_JointEncoder):
 
     model_class = "CLIPModel"
     prefix_tokens = 1
+    image_modules: tuple[str, ...] = ("vision_model", "visual_projection")  # what precision="int8" quantizes
 
     def __init__(
         self,
@@ -322,6 +336,8 @@ class HfClipEncoder(_JointEncoder):
         model_class = getattr(transformers, self.model_class)
         self.model = model_class.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
         self.model.to(self.device).eval()
+        if self.precision == "int8":
+            quantize_submodules_int8(self.model, self.image_modules)
         self.image_processor = transformers.AutoImageProcessor.from_pretrained(str(path), local_files_only=True)
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         config = self.model.config
@@ -379,6 +395,7 @@ class HfSiglipEncoder(HfClipEncoder):
 
     model_class = "SiglipModel"
     prefix_tokens = 0
+    image_modules = ("vision_model",)  # SigLIP's projection head is inside the vision model
 
     def _text_inputs(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         inputs = self.tokenizer(

@@ -1,4 +1,4 @@
-"""``python -m bench``: the FLOP-limit arithmetic, the int8 attention rewrite, and a quick run's results file."""
+"""``python -m bench``: the FLOP-limit arithmetic and a quick run's results file."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
-from bench.encoders import SplitProjectionAttention, embedding_agreement, quantize_int8, split_attention
+from bench.encoders import embedding_agreement
 from bench.machine import flop_per_cycle, parse_machine_limit
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,35 +53,6 @@ def test_flop_limit_prefers_cpufreq_max_and_avx512() -> None:
 )
 def test_avx2_without_fma_and_plain_sse(flags: set[str], expected: tuple[str, int]) -> None:
     assert flop_per_cycle(flags) == expected
-
-
-@pytest.mark.parametrize("batch_first", [True, False])
-def test_split_attention_computes_what_multihead_attention_does(batch_first: bool) -> None:
-    torch.manual_seed(0)
-    block = nn.ModuleDict({"attn": nn.MultiheadAttention(32, 4, batch_first=batch_first)})
-    x = torch.randn((2, 7, 32) if batch_first else (7, 2, 32))
-    causal = torch.full((7, 7), float("-inf")).triu(1)
-    expected = block["attn"](x, x, x, need_weights=False, attn_mask=causal)[0]
-
-    split_attention(block)
-
-    assert isinstance(block["attn"], SplitProjectionAttention)
-    actual = block["attn"](x, x, x, need_weights=False, attn_mask=causal)[0]
-    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)
-
-
-def test_int8_reaches_attention_projections_only_after_splitting() -> None:
-    block = nn.ModuleDict(
-        {
-            "attn": nn.MultiheadAttention(32, 4, batch_first=True),
-            "mlp": nn.Sequential(nn.Linear(32, 64), nn.Linear(64, 32)),
-        }
-    )
-
-    _, mlp_only = quantize_int8(block)
-    _, everything = quantize_int8(split_attention(block))
-
-    assert (mlp_only, everything) == (2, 4)
 
 
 def test_embedding_agreement_separates_shared_direction_from_what_differs() -> None:

@@ -210,6 +210,31 @@ def test_bf16_precision_stays_close_to_fp32(kind: str, built: dict[str, ModelSpe
     assert bf16.encode_texts(TEXTS).dtype == np.float32
 
 
+@pytest.mark.parametrize("kind", ["open_clip", "hf-clip", "hf-siglip", "open_clip-timm-hf-text"])
+def test_int8_quantizes_the_image_tower_only_and_stays_close_to_fp32(kind: str, built: dict[str, ModelSpec]) -> None:
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    spec = built[kind]
+    fp32 = ml.load(spec.name, spec=spec)
+    int8 = type(fp32)(Path(spec.source[5:]), spec=spec, precision="int8")
+    quantized = [name for name, m in int8.model.named_modules() if isinstance(m, DynamicQuantizedLinear)]
+    image_side = ("visual",) if kind.startswith("open_clip") else type(int8).image_modules
+    assert quantized and all(name.split(".")[0] in image_side for name in quantized)
+    images = drawn_images()
+    cosine = np.sum(int8.encode_images(images) * fp32.encode_images(images), axis=1)
+    assert cosine.min() > 0.98
+    assert np.array_equal(int8.encode_texts(TEXTS), fp32.encode_texts(TEXTS))
+    pooled, patches = int8.encode_image_patches(images)
+    assert np.allclose(pooled, int8.encode_images(images), atol=1e-3)
+    assert patches.shape == fp32.encode_image_patches(images)[1].shape and np.isfinite(patches).all()
+
+
+def test_int8_is_refused_off_the_cpu(built: dict[str, ModelSpec]) -> None:
+    spec = built["open_clip"]
+    with pytest.raises(ValueError, match="int8 runs on the CPU only"):
+        OpenClipEncoder(Path(spec.source[5:]), spec=spec, device="meta", precision="int8")
+
+
 def test_tampered_weights_are_refused(tmp_path: Path) -> None:
     spec = tiny.build_tiny_open_clip(tmp_path, name="tiny-tampered")
     weights = tmp_path / "open_clip_model.safetensors"
