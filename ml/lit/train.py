@@ -367,7 +367,7 @@ def train_tower(
         "dim": int(titles.shape[1]),
         "crop_to_content": config.crop_to_content,
         "text_tower": config.text_tower,
-        "logit_scale": round(float(objective.title_scale.clamp(max=math.log(100)).exp()), 4),
+        "logit_scale": round(float(objective.title_scale.detach().clamp(max=math.log(100)).exp()), 4),
     }
     (model_dir / CONFIG_FILE).write_text(json.dumps(model_config, indent=2))
     return {
