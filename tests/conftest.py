@@ -40,6 +40,16 @@ def test_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.release()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def media_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Uploaded and rendered files of the test session go to a folder of its own (workers are given it too)."""
+    from django.test import override_settings
+
+    root = tmp_path_factory.mktemp("media")
+    with override_settings(MEDIA_ROOT=str(root)):
+        yield root
+
+
 @pytest.fixture
 def make_user(db: None) -> Callable[..., object]:
     def make(*roles: str, username: str | None = None):  # type: ignore[no-untyped-def]
@@ -151,6 +161,7 @@ def start_worker(transactional_db: None, test_broker: str, tmp_path: Path) -> It
         "CELERY_VISIBILITY_TIMEOUT": "35",
         "VLP_JOB_LEASE_SECONDS": "30",
         "HF_HUB_OFFLINE": "1",
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
     }
 
     def start() -> WorkerProcess:

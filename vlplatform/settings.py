@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "apps.audit",
     "apps.registry",
     "apps.jobs",
+    "apps.moderation",
     "apps.ops",
 ]
 

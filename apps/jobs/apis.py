@@ -76,7 +76,7 @@ class JobListCreateApi(ListAPIView):
     serializer_class = JobOutputSerializer
 
     class InputSerializer(serializers.Serializer):
-        kind = serializers.ChoiceField(choices=sorted(JOB_KINDS))
+        kind = serializers.ChoiceField(choices=sorted(name for name, kind in JOB_KINDS.items() if not kind.internal))
         input = serializers.JSONField()
 
     def get_queryset(self):  # type: ignore[no-untyped-def]

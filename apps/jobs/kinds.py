@@ -1,19 +1,23 @@
 """Job kinds: what a job's input must look like, which model runs it, and how.
 
-Domain apps add their kinds here as they arrive; ``text_embedding`` exercises the whole path (API -> queue ->
-worker -> packaged MiniLM -> stored result with its model version).
+``text_embedding`` exercises the whole path (API -> queue -> worker -> packaged MiniLM -> stored result with its
+model version). Domain apps register their own kinds from their ``AppConfig.ready`` (``register_kind``); a kind's
+hooks write the domain's rows in the same transaction as the job's state change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rest_framework import serializers
 
 from apps.jobs import inference
 from apps.registry.models import ModelVersion
+
+if TYPE_CHECKING:
+    from apps.jobs.models import InferenceJob
 
 Progress = Callable[[int, int], None]
 
@@ -25,6 +29,12 @@ class JobKind:
     model_name: str
     input_serializer: type[serializers.Serializer]
     run: Callable[[dict[str, Any], ModelVersion, Progress], dict[str, Any]]
+    # Called inside the transaction that finishes the job: (job, result or None, error or "").
+    on_finish: Callable[[InferenceJob, dict[str, Any] | None, str], None] | None = None
+    # Called inside the transaction that queues a failed job again.
+    on_requeue: Callable[[InferenceJob], None] | None = None
+    # Submitted by the domain's own services only, not through the generic jobs API.
+    internal: bool = False
 
 
 class TextEmbeddingInput(serializers.Serializer):
@@ -52,3 +62,10 @@ JOB_KINDS: dict[str, JobKind] = {
         )
     ]
 }
+
+
+def register_kind(kind: JobKind) -> None:
+    """Add a domain app's kind (from its ``AppConfig.ready``); a name is registered once."""
+    if kind.name in JOB_KINDS and JOB_KINDS[kind.name] is not kind:
+        raise ValueError(f"job kind {kind.name!r} is already registered")
+    JOB_KINDS[kind.name] = kind

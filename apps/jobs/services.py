@@ -18,6 +18,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.jobs.kinds import JOB_KINDS
 from apps.jobs.models import InferenceJob, JobStatus
+from apps.registry.models import ModelVersion
 from apps.registry.selectors import model_champion
 from vlplatform.logging import log_context
 
@@ -51,14 +52,17 @@ def _enqueue(job: InferenceJob) -> None:
 
 
 @transaction.atomic
-def job_submit(*, kind: str, job_input: dict[str, Any], actor: User | None) -> tuple[InferenceJob, bool]:
+def job_submit(
+    *, kind: str, job_input: dict[str, Any], actor: User | None, model_version: ModelVersion | None = None
+) -> tuple[InferenceJob, bool]:
     """Submit a job; the same input on the same model version returns the existing job (``created`` False).
 
-    A failed duplicate is queued again. ``job_input`` must already be validated by the kind's serializer.
+    A failed duplicate is queued again. ``job_input`` must already be validated by the kind's serializer. The job
+    runs the champion of the kind's model unless the caller names a version.
     """
     if kind not in JOB_KINDS:
         raise UnknownJobKind(f"unknown job kind {kind!r}; known kinds: {', '.join(sorted(JOB_KINDS))}")
-    version = model_champion(name=JOB_KINDS[kind].model_name)
+    version = model_version or model_champion(name=JOB_KINDS[kind].model_name)
     job, created = InferenceJob.objects.select_for_update().get_or_create(
         kind=kind,
         input_sha256=input_sha256(job_input),
@@ -86,6 +90,9 @@ def _requeue(job: InferenceJob, *, actor: User | None) -> InferenceJob:
     job.progress = 0
     job.save(update_fields=["status", "progress"])
     audit_record(actor=actor, action="job.retry", target=job, payload={"previous_error": job.error})
+    hook = JOB_KINDS[job.kind].on_requeue
+    if hook is not None:
+        hook(job)
     _enqueue(job)
     return job
 
@@ -137,6 +144,9 @@ def _job_finish(*, job: InferenceJob, result: dict[str, Any] | None, error: str)
     else:
         current.status, current.result, current.error, current.progress = JobStatus.SUCCEEDED, result, "", 100
     current.save(update_fields=["status", "result", "error", "progress", "finished_at", "lease_expires_at"])
+    hook = JOB_KINDS[current.kind].on_finish
+    if hook is not None:
+        hook(current, result if not error else None, error)
     audit_record(
         actor=None,
         action="job.fail" if error else "job.succeed",

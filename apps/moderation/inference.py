@@ -1,0 +1,114 @@
+"""The moderation app's adapter to the ML core: a post's text and image bytes in, scores with evidence out.
+
+The signal models (the offline pack) are loaded once per worker process; the fusion head is the registered version
+the caller names (the champion when the job was queued). With no fusion head the result carries the evidence and no
+scores, and says so: every category then goes to human review.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import ml
+from apps.registry.models import ModelVersion
+from ml.detectors import Detection
+from ml.explain.render import draw_boxes, png_bytes
+from ml.images import open_image
+from ml.specs import ModelSpec
+from ml.tasks.moderation import Post, PostSignals, SignalModels, extract_signals
+
+_models: SignalModels | None = None
+_models_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class EvidencePicture:
+    kind: str  # "boxes" or "heatmap"
+    label: str
+    png: bytes
+
+
+@dataclass(frozen=True)
+class ScoredPost:
+    scores: dict[str, float]  # calibrated probability per category the fusion head knows; empty without a head
+    evidence: dict[str, Any]  # JSON-ready
+    pictures: list[EvidencePicture]
+    model_versions: dict[str, str]  # role -> name@version, the fusion head included
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def signal_models() -> SignalModels:
+    global _models
+    with _models_lock:
+        if _models is None:
+            _models = SignalModels.load()
+        return _models
+
+
+def score_post(*, text: str, image: bytes | None, fusion: ModelVersion | None) -> ScoredPost:
+    started = time.perf_counter()
+    picture = open_image(image) if image is not None else None
+    models = signal_models()
+    (signals,) = extract_signals(models, [Post(text=text, image=picture)])
+    timings = {"signals_s": round(time.perf_counter() - started, 4)}
+    evidence = _evidence(signals)
+    versions = dict(signals.model_versions)
+    scores: dict[str, float] = {}
+    if fusion is None:
+        evidence["fusion"] = {"available": False, "note": "no moderation fusion head is champion: a human decides"}
+    else:
+        fusion_started = time.perf_counter()
+        predictor = ml.load(fusion.name, spec=ModelSpec.from_dict(fusion.spec))
+        prediction = predictor.predict(
+            _row(signals.image_features, predictor.head.shape.image_dim),
+            _row(signals.text_features, predictor.head.shape.text_dim),
+            image_present=np.array([signals.image_features is not None]),
+            text_present=np.array([signals.text_features is not None]),
+        )
+        scores = {
+            category: round(float(prediction.probabilities[0, index]), 6)
+            for index, category in enumerate(prediction.categories)
+        }
+        evidence["fusion"] = {"available": True, **prediction.explanations[0]}
+        versions["fusion"] = fusion.label
+        timings["fusion_s"] = round(time.perf_counter() - fusion_started, 4)
+    pictures = []
+    if picture is not None and signals.image is not None:
+        boxes = [*signals.image.body_parts, *signals.image.faces]
+        if boxes:
+            pictures.append(EvidencePicture("boxes", "detections", png_bytes(draw_boxes(picture, boxes))))
+    timings["total_s"] = round(time.perf_counter() - started, 4)
+    return ScoredPost(scores=scores, evidence=evidence, pictures=pictures, model_versions=versions, timings=timings)
+
+
+def _row(features: np.ndarray | None, dim: int) -> np.ndarray:
+    return (features if features is not None else np.zeros(dim, dtype=np.float32))[None, :]
+
+
+def _evidence(signals: PostSignals) -> dict[str, Any]:
+    evidence: dict[str, Any] = {"text": signals.text, "profanity": signals.profanity}
+    if signals.image is not None:
+        evidence["image"] = {
+            "nsfw": round(signals.image.nsfw, 6),
+            "body_parts": [_detection(d) for d in signals.image.body_parts],
+            "faces": [_detection(d) for d in signals.image.faces],
+            "ocr_text": signals.image.ocr.text,
+            "ocr_lines": [
+                {"text": line.text, "score": round(line.score, 4), "box": [round(v, 1) for v in line.box]}
+                for line in signals.image.ocr.lines
+            ],
+        }
+    return evidence
+
+
+def _detection(detection: Detection) -> dict[str, Any]:
+    return {
+        "label": detection.label,
+        "score": round(detection.score, 4),
+        "box": [round(value, 1) for value in detection.box],
+    }

@@ -1,0 +1,259 @@
+"""Moderation writes: submitting posts, storing their scores with evidence, routing them by policy.
+
+Every state change is one transaction with its audit event. Scoring runs as an ``InferenceJob`` (kind
+``moderation_score``); the job's hooks store the result and route the item in the transaction that finishes the job,
+so a job is never succeeded without its result, nor a result stored for a job that failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+from PIL import Image
+
+from apps.audit.services import audit_record
+from apps.jobs.models import InferenceJob
+from apps.jobs.services import job_submit
+from apps.moderation.models import (
+    Category,
+    ContentItem,
+    Decision,
+    EvidenceImage,
+    ItemStatus,
+    ModerationResult,
+    Policy,
+    PolicyAction,
+    ReviewReason,
+    ReviewTask,
+    Route,
+)
+from apps.registry.models import ModelVersion
+from apps.registry.selectors import NoChampion, model_champion
+from ml.images import ImageRejected, ImageTooLarge, open_image
+
+logger = logging.getLogger(__name__)
+
+MAX_TEXT_CHARS = 20_000
+SCORE_KIND = "moderation_score"
+FUSION_MODEL_NAME = "moderation-fusion"
+# Without a fusion head the job is recorded against the model whose signals it computes first: the text encoder.
+SIGNALS_MODEL_NAME = "minilm-l6-v2"
+IMAGE_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
+# When several categories act at once, the strongest action wins.
+ACTION_SEVERITY = [PolicyAction.REMOVE, PolicyAction.RESTRICT, PolicyAction.LABEL]
+
+
+@dataclass
+class ModerationInputError(ValueError):
+    """A post that cannot be accepted; ``code`` is machine-readable, ``message`` says why."""
+
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@transaction.atomic
+def moderation_item_submit(
+    *,
+    text: str = "",
+    image: bytes | None = None,
+    author_ref: str = "",
+    source: str = "api",
+    metadata: dict[str, Any] | None = None,
+    actor: User | None,
+) -> ContentItem:
+    """Store a post and queue its scoring. Bad input raises ``ModerationInputError`` before anything is stored."""
+    text = text or ""
+    if not text.strip() and not image:
+        raise ModerationInputError("empty_item", "an item needs text, an image, or both")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ModerationInputError("text_too_long", f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+    item = ContentItem(text=text, author_ref=author_ref, source=source, metadata=metadata or {}, submitted_by=actor)
+    image_sha256 = ""
+    if image:
+        try:
+            decoded = open_image(image)
+        except ImageTooLarge as error:
+            raise ModerationInputError("image_too_large", str(error)) from error
+        except ImageRejected as error:
+            raise ModerationInputError("image_undecodable", str(error)) from error
+        image_sha256 = hashlib.sha256(image).hexdigest()
+        item.image_sha256, item.image_width, item.image_height = image_sha256, decoded.width, decoded.height
+        item.image.name = _store_once(f"moderation/images/{image_sha256}.{_extension(image)}", image)
+    item.content_sha256 = hashlib.sha256(f"{text}\x00{image_sha256}".encode()).hexdigest()
+    item.save()
+    job, _ = job_submit(
+        kind=SCORE_KIND, job_input={"item_id": str(item.pk)}, actor=actor, model_version=_scoring_version()
+    )
+    item.job = job
+    item.save(update_fields=["job"])
+    audit_record(
+        actor=actor,
+        action="moderation.item_submit",
+        target=item,
+        payload={"has_text": bool(text.strip()), "image_sha256": image_sha256, "source": source, "job": str(job.pk)},
+    )
+    return item
+
+
+def _scoring_version() -> ModelVersion:
+    try:
+        return model_champion(name=FUSION_MODEL_NAME)
+    except NoChampion:
+        return model_champion(name=SIGNALS_MODEL_NAME)
+
+
+def _extension(data: bytes) -> str:
+    with Image.open(io.BytesIO(data)) as image:
+        return IMAGE_EXTENSIONS.get(image.format or "", "img")
+
+
+def _store_once(name: str, data: bytes) -> str:
+    """Content-addressed storage: the same bytes are written once (a retried job writes nothing new)."""
+    if default_storage.exists(name):
+        return name
+    return default_storage.save(name, ContentFile(data))
+
+
+def evidence_picture_store(*, png: bytes) -> dict[str, str]:
+    """Write one rendered evidence picture (from a worker, before its job finishes); its storage name and sha256."""
+    sha256 = hashlib.sha256(png).hexdigest()
+    return {"name": _store_once(f"moderation/evidence/{sha256}.png", png), "sha256": sha256}
+
+
+# --- the scoring job's hooks (inside the job's finishing transaction) ------------------------------------------------
+def moderation_scoring_finished(job: InferenceJob, result: dict[str, Any] | None, error: str) -> None:
+    item = ContentItem.objects.select_for_update().get(job=job)
+    if error or result is None:
+        item.status = ItemStatus.FAILED
+        item.save(update_fields=["status"])
+        audit_record(actor=None, action="moderation.item_score_fail", target=item, payload={"error": error})
+        return
+    fusion = job.model_version if job.model_version.name == FUSION_MODEL_NAME else None
+    stored = ModerationResult.objects.create(
+        item=item,
+        job=job,
+        scores=result["scores"],
+        evidence=result["evidence"],
+        model_versions=result["model_versions"],
+        fusion_model=fusion,
+        timings=result["timings"],
+        route=Route.REVIEW,
+    )
+    for picture in result["pictures"]:
+        EvidenceImage.objects.create(
+            result=stored, kind=picture["kind"], label=picture["label"], file=picture["name"], sha256=picture["sha256"]
+        )
+    _route(item, stored)
+
+
+def moderation_scoring_requeued(job: InferenceJob) -> None:
+    ContentItem.objects.filter(job=job).update(status=ItemStatus.SCORING)
+
+
+def policies_in_force() -> dict[str, Policy]:
+    """category slug -> its highest policy version, for every active category that has one."""
+    latest: dict[str, Policy] = {}
+    for policy in Policy.objects.filter(category__active=True).select_related("category").order_by("-version"):
+        latest.setdefault(policy.category.slug, policy)
+    return latest
+
+
+def _route(item: ContentItem, result: ModerationResult) -> None:
+    """Per category: below ``allow_below`` approve, above ``block_above`` act, between them a human looks. A
+    category without a score (no fusion head, or one trained without it) goes to a human too."""
+    routes: dict[str, dict[str, Any]] = {}
+    for slug, policy in policies_in_force().items():
+        score = result.scores.get(slug)
+        if score is None:
+            route = Route.REVIEW
+        elif score < policy.allow_below:
+            route = Route.APPROVE
+        elif score > policy.block_above:
+            route = Route.ACT
+        else:
+            route = Route.REVIEW
+        routes[slug] = {"route": str(route), "score": score, "policy": policy.to_dict()}
+    acting = [slug for slug, entry in routes.items() if entry["route"] == Route.ACT]
+    unscored = [slug for slug, entry in routes.items() if entry["score"] is None]
+    if acting:
+        overall = Route.ACT
+    elif any(entry["route"] == Route.REVIEW for entry in routes.values()):
+        overall = Route.REVIEW
+    else:
+        overall = Route.APPROVE
+    result.routes, result.route = routes, overall
+    result.save(update_fields=["routes", "route"])
+
+    if overall == Route.REVIEW:
+        reason = ReviewReason.NO_MODEL if unscored and not result.fusion_model else ReviewReason.UNCERTAIN
+        item.status = ItemStatus.IN_REVIEW
+        item.save(update_fields=["status"])
+        ReviewTask.objects.create(item=item, result=result, reason=reason)
+    else:
+        actions = {routes[slug]["policy"]["action"] for slug in acting}
+        decision = next((str(a) for a in ACTION_SEVERITY if a in actions), Decision.REMOVE) if acting else "approve"
+        item.status, item.decision, item.decided_automatically = ItemStatus.DECIDED, decision, True
+        item.decided_at = timezone.now()
+        item.save(update_fields=["status", "decision", "decided_automatically", "decided_at"])
+        # A random share of automatic decisions is also looked at by a human, who may reverse it.
+        rate = max((routes[slug]["policy"]["audit_sample_rate"] for slug in routes), default=0.0)
+        if random.Random(f"{item.pk}:{result.pk}").random() < rate:  # noqa: S311 - sampling, not security
+            ReviewTask.objects.create(item=item, result=result, reason=ReviewReason.AUDIT_SAMPLE)
+    audit_record(
+        actor=None,
+        action="moderation.item_route",
+        target=item,
+        payload={
+            "route": str(overall),
+            "decision": item.decision,
+            "scores": result.scores,
+            "acting": acting,
+            "model_versions": result.model_versions,
+        },
+    )
+
+
+@transaction.atomic
+def policy_create(
+    *,
+    category: Category,
+    allow_below: float,
+    block_above: float,
+    action: str = PolicyAction.REMOVE,
+    audit_sample_rate: float = 0.05,
+    reason: str = "",
+    actor: User | None,
+) -> Policy:
+    """A new version of ``category``'s policy (versions are never edited); in force from now on."""
+    if not 0 <= allow_below <= block_above <= 1:
+        raise ValueError(
+            f"thresholds must satisfy 0 <= allow_below <= block_above <= 1, got {allow_below}, {block_above}"
+        )
+    if not 0 <= audit_sample_rate <= 1:
+        raise ValueError(f"audit_sample_rate must be a share in [0, 1], got {audit_sample_rate}")
+    latest = Policy.objects.select_for_update().filter(category=category).order_by("-version").first()
+    policy = Policy.objects.create(
+        category=category,
+        version=(latest.version + 1) if latest else 1,
+        allow_below=allow_below,
+        block_above=block_above,
+        action=action,
+        audit_sample_rate=audit_sample_rate,
+        reason=reason,
+        created_by=actor,
+    )
+    audit_record(actor=actor, action="moderation.policy_create", target=policy, payload=policy.to_dict())
+    return policy

@@ -1,0 +1,148 @@
+"""Submitting posts, scoring them on a real worker with the offline pack, and routing the scores by policy."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from django.db import transaction
+from PIL import Image, ImageDraw, ImageFont
+
+from apps.audit.models import AuditEvent
+from apps.jobs.models import InferenceJob, JobStatus
+from apps.jobs.services import job_start
+from apps.moderation.models import (
+    Category,
+    ContentItem,
+    EvidenceImage,
+    ItemStatus,
+    ModerationResult,
+    ReviewReason,
+    ReviewTask,
+)
+from apps.moderation.services import (
+    ModerationInputError,
+    moderation_item_submit,
+    moderation_scoring_finished,
+    policy_create,
+)
+from ml.images import MAX_PIXELS
+from tests.conftest import wait_for
+
+
+def finish_scoring(item: ContentItem, scores: dict[str, float] | None, error: str = "") -> ContentItem:
+    """Finish the item's job as a worker would, with these scores (what ``score_post`` returned) or this error."""
+    job = job_start(job_id=str(item.job_id))
+    assert job is not None
+    result: dict[str, Any] = {"scores": scores, "evidence": {}, "pictures": [], "model_versions": {}, "timings": {}}
+    with transaction.atomic():
+        moderation_scoring_finished(job, None if error else result, error)
+    item.refresh_from_db()
+    return item
+
+
+def poster(words: str, size: tuple[int, int] = (640, 240)) -> bytes:
+    image = Image.new("RGB", size, "white")
+    ImageDraw.Draw(image).text((30, 80), words, fill="black", font=ImageFont.load_default(size=64))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_post_is_scored_on_a_worker_and_without_a_fusion_head_goes_to_review(
+    minilm_champion, start_worker, make_user
+) -> None:
+    start_worker()
+    author = make_user("moderator")
+
+    item = moderation_item_submit(text="click here", image=poster("FREE MONEY"), author_ref="u-17", actor=author)
+    wait_for(lambda: ContentItem.objects.get(pk=item.pk).status != ItemStatus.SCORING, 120, "scoring")
+
+    item.refresh_from_db()
+    assert item.job is not None
+    assert item.status == ItemStatus.IN_REVIEW, item.job.error
+    result = ModerationResult.objects.get(item=item)
+    assert result.scores == {} and result.fusion_model is None
+    assert result.evidence["fusion"]["available"] is False
+    assert "FREE MONEY" in result.evidence["image"]["ocr_text"].upper()
+    assert result.evidence["text"].startswith("click here\n")
+    assert set(result.model_versions) == {"sentence", "profanity", "nsfw", "body_parts", "faces", "ocr"}
+    assert all(entry["route"] == "review" and entry["score"] is None for entry in result.routes.values())
+    assert set(result.routes) == set(Category.objects.values_list("slug", flat=True))
+    task = ReviewTask.objects.get(item=item)
+    assert task.reason == ReviewReason.NO_MODEL and task.status == "open"
+    assert item.job is not None and item.job.status == JobStatus.SUCCEEDED
+    actions = list(AuditEvent.objects.filter(target_id=str(item.pk)).order_by("id").values_list("action", flat=True))
+    assert actions == ["moderation.item_submit", "moderation.item_route"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_scores_are_routed_by_the_policy_in_force(minilm_champion) -> None:
+    spam = Category.objects.get(slug="spam")
+    policy_create(category=spam, allow_below=0.3, block_above=0.8, audit_sample_rate=0.0, actor=None)
+    for category in Category.objects.exclude(slug="spam"):
+        policy_create(category=category, allow_below=0.5, block_above=0.99, audit_sample_rate=0.0, actor=None)
+
+    def scored(scores: dict[str, float]) -> ContentItem:
+        return finish_scoring(moderation_item_submit(text=f"post {scores}", actor=None), scores)
+
+    calm = dict.fromkeys(Category.objects.values_list("slug", flat=True), 0.01)
+    approved = scored(calm)
+    assert (approved.status, approved.decision, approved.decided_automatically) == ("decided", "approve", True)
+    removed = scored({**calm, "spam": 0.93})
+    assert (removed.status, removed.decision) == ("decided", "remove")
+    assert ModerationResult.objects.get(item=removed).routes["spam"]["policy"]["version"] == 2
+    uncertain = scored({**calm, "spam": 0.5})
+    assert uncertain.status == "in_review" and ReviewTask.objects.get(item=uncertain).reason == "uncertain"
+    missing = scored({slug: score for slug, score in calm.items() if slug != "violence"})
+    assert missing.status == "in_review", "a category the head does not score goes to a human"
+    assert not ReviewTask.objects.filter(item__in=[approved, removed]).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_automatic_decision_is_sampled_at_rate_one(minilm_champion) -> None:
+    for category in Category.objects.all():
+        policy_create(category=category, allow_below=0.5, block_above=0.9, audit_sample_rate=1.0, actor=None)
+    scores = dict.fromkeys(Category.objects.values_list("slug", flat=True), 0.0)
+    item = finish_scoring(moderation_item_submit(text="hello", actor=None), scores)
+    assert item.decision == "approve"
+    assert ReviewTask.objects.get(item=item).reason == ReviewReason.AUDIT_SAMPLE
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_scoring_marks_the_item_failed(minilm_champion) -> None:
+    item = finish_scoring(moderation_item_submit(text="hello", actor=None), None, "RuntimeError: boom")
+    assert item.status == ItemStatus.FAILED
+    assert not ModerationResult.objects.filter(item=item).exists() and not EvidenceImage.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("text", "image", "code"),
+    [
+        ("", None, "empty_item"),
+        ("   ", None, "empty_item"),
+        ("x" * 20_001, None, "text_too_long"),
+        ("hi", b"not an image at all", "image_undecodable"),
+        ("hi", poster("cut")[:200], "image_undecodable"),
+    ],
+)
+def test_bad_input_is_refused_and_nothing_is_stored(minilm_champion, text: str, image: bytes | None, code: str) -> None:
+    with pytest.raises(ModerationInputError) as refused:
+        moderation_item_submit(text=text, image=image, actor=None)
+    assert refused.value.code == code
+    assert not ContentItem.objects.exists() and not InferenceJob.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(minilm_champion) -> None:
+    side = int(MAX_PIXELS**0.5) + 10
+    buffer = io.BytesIO()
+    Image.new("1", (side, side)).save(buffer, format="PNG")  # a few KB on disk, 40+ megapixels decoded
+    with pytest.raises(ModerationInputError) as refused:
+        moderation_item_submit(image=buffer.getvalue(), actor=None)
+    assert refused.value.code == "image_too_large"
+    assert not ContentItem.objects.exists()
