@@ -111,6 +111,8 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=str(VAR_DIR / "media"))
 MEDIA_URL = "media/"
+# A 20 MB image sent as base64 in JSON is about 27 MB of body; uploads (multipart) stream to disk past 2.5 MB.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 28 * 1024 * 1024
 
 VLP_DATA_DIR = DATA_DIR
 VLP_VAR_DIR = VAR_DIR

@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from apps.accounts import apis as accounts_apis
 from apps.audit import apis as audit_apis
 from apps.jobs import apis as jobs_apis
+from apps.moderation import apis as moderation_apis
 from apps.ops.views import HealthzView, ReadyzView
 from apps.registry import apis as registry_apis
 
@@ -43,6 +44,14 @@ api_v1 = [
     ),
     path("models/<int:version_id>/retire", registry_apis.ModelVersionRetireApi.as_view(), name="model-retire"),
     path("models/<str:name>/rollback", registry_apis.ModelRollbackApi.as_view(), name="model-rollback"),
+    path("moderation/items", moderation_apis.ItemCreateApi.as_view(), name="moderation-items"),
+    path("moderation/items/<uuid:item_id>", moderation_apis.ItemDetailApi.as_view(), name="moderation-item"),
+    path("moderation/items/<uuid:item_id>/image", moderation_apis.ItemImageApi.as_view(), name="moderation-item-image"),
+    path(
+        "moderation/items/<uuid:item_id>/evidence/<int:evidence_id>",
+        moderation_apis.EvidenceImageApi.as_view(),
+        name="moderation-evidence",
+    ),
     path("audit/events", audit_apis.AuditEventListApi.as_view(), name="audit-events"),
     path("audit/verify", audit_apis.AuditVerifyApi.as_view(), name="audit-verify"),
 ]

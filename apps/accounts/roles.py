@@ -33,6 +33,8 @@ API_KEY_SCOPES: dict[str, str] = {
     "jobs:read": "read inference jobs created with this key's owner",
     "jobs:write": "submit inference jobs",
     "models:read": "read the model registry",
+    "moderation:read": "read moderation items, their scores, decisions and evidence",
+    "moderation:write": "submit moderation items",
 }
 
 

@@ -16,6 +16,14 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 
+class BadRequest(exceptions.APIException):
+    """A 400 whose ``code`` names the reason (``image_too_large``, ``empty_item``...) for clients to branch on."""
+
+    status_code = 400
+    default_code = "bad_request"
+    default_detail = "bad request"
+
+
 def error_body(status: int, code: str, message: str, fields: Any = None) -> dict[str, Any]:
     error: dict[str, Any] = {"status": status, "code": code, "message": message}
     if fields is not None:

@@ -14,6 +14,7 @@ from apps.accounts.permissions import view_roles
 from apps.accounts.roles import ALL_ROLES, Role
 from apps.accounts.services import api_key_create
 from apps.jobs.services import job_submit
+from apps.moderation.services import moderation_item_submit
 from tests.conftest import ROLES
 
 pytestmark = pytest.mark.django_db
@@ -53,7 +54,10 @@ def sample_ids(make_user, minilm_champion) -> dict[str, str]:
     owner = make_user(Role.MERCHANDISER, username="owner")
     api_key, _ = api_key_create(user=owner, name="k", scopes=["jobs:read"])
     job, _ = job_submit(kind="text_embedding", job_input={"texts": ["x"]}, actor=owner)
+    item = moderation_item_submit(text="a post", actor=owner)
     return {
+        "item_id": str(item.pk),
+        "evidence_id": "1",
         "key_id": str(api_key.pk),
         "version_id": str(minilm_champion.pk),
         "job_id": str(job.pk),

@@ -1,0 +1,173 @@
+"""Moderation API for integrators: submit a post (JSON or multipart), read its status, scores, decision, evidence."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from django.http import FileResponse, HttpResponseBase
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.views import APIView
+
+from apps.accounts.permissions import request_user
+from apps.accounts.roles import Role
+from apps.moderation import services
+from apps.moderation.models import ContentItem, EvidenceImage
+from apps.moderation.selectors import items_visible_to
+from apps.ops.errors import BadRequest
+from apps.registry.selectors import NoChampion
+from ml.images import MAX_BYTES
+
+SUBMITTERS: frozenset[str] = frozenset({Role.MODERATOR, Role.ML_ADMIN})
+READERS: frozenset[str] = frozenset({Role.MODERATOR, Role.ML_ADMIN, Role.AUDITOR})
+
+
+class ItemOutputSerializer(serializers.ModelSerializer):
+    job_id = serializers.UUIDField(allow_null=True)
+    result = serializers.SerializerMethodField()
+    image_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ContentItem
+        fields = [
+            "id",
+            "status",
+            "decision",
+            "decided_automatically",
+            "decided_at",
+            "text",
+            "image_url",
+            "image_sha256",
+            "author_ref",
+            "source",
+            "metadata",
+            "content_sha256",
+            "job_id",
+            "created_at",
+            "result",
+        ]
+
+    def get_image_url(self, item: ContentItem) -> str | None:
+        if not item.image:
+            return None
+        return reverse("api:moderation-item-image", args=[item.pk], request=self.context.get("request"))
+
+    def get_result(self, item: ContentItem) -> dict | None:
+        result = item.results.order_by("-created_at").first()
+        if result is None:
+            return None
+        request = self.context.get("request")
+        return {
+            "scores": result.scores,
+            "route": result.route,
+            "routes": result.routes,
+            "evidence": result.evidence,
+            "evidence_images": [
+                {
+                    "kind": picture.kind,
+                    "label": picture.label,
+                    "sha256": picture.sha256,
+                    "url": reverse("api:moderation-evidence", args=[item.pk, picture.pk], request=request),
+                }
+                for picture in result.images.all()
+            ],
+            "model_versions": result.model_versions,
+            "timings": result.timings,
+            "created_at": result.created_at,
+        }
+
+
+class ItemCreateApi(APIView):
+    """``POST``: submit a post as JSON (``image_base64``) or multipart (``image`` file); ``201`` with the item,
+    whose scoring runs on a worker (poll ``GET`` or receive the webhook)."""
+
+    allowed_roles = SUBMITTERS
+    required_scopes = {"POST": "moderation:write"}
+
+    class InputSerializer(serializers.Serializer):
+        text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, default="")
+        image = serializers.FileField(required=False, allow_empty_file=True)
+        image_base64 = serializers.CharField(required=False, allow_blank=False)
+        author_ref = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+        metadata = serializers.JSONField(required=False, default=dict)
+
+        def validate_metadata(self, value: object) -> object:
+            if not isinstance(value, dict):
+                raise ValidationError("metadata must be a JSON object")
+            return value
+
+    @extend_schema(request=InputSerializer, responses={201: ItemOutputSerializer})
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = data.validated_data
+        if "image" in fields and "image_base64" in fields:
+            raise ValidationError({"image": ["send the image as a file or as image_base64, not both"]})
+        image = None
+        if "image" in fields:
+            upload = fields["image"]
+            if upload.size > MAX_BYTES:
+                raise ValidationError({"image": [f"image is {upload.size} bytes; the limit is {MAX_BYTES}"]})
+            image = upload.read()
+        elif "image_base64" in fields:
+            try:
+                image = base64.b64decode(fields["image_base64"], validate=True)
+            except (binascii.Error, ValueError) as error:
+                raise ValidationError({"image_base64": ["not valid base64"]}) from error
+        try:
+            item = services.moderation_item_submit(
+                text=fields["text"],
+                image=image,
+                author_ref=fields["author_ref"],
+                metadata=fields["metadata"],
+                source="api",
+                actor=request_user(request),
+            )
+        except services.ModerationInputError as error:
+            raise BadRequest(error.message, code=error.code) from error
+        except NoChampion as error:
+            raise BadRequest(str(error), code="no_model") from error
+        return Response(ItemOutputSerializer(item, context={"request": request}).data, status=status.HTTP_201_CREATED)
+
+
+class ItemDetailApi(APIView):
+    allowed_roles = READERS | SUBMITTERS
+    required_scopes = {"GET": "moderation:read"}
+
+    @extend_schema(responses=ItemOutputSerializer)
+    def get(self, request: Request, item_id: str) -> Response:
+        item = get_object_or_404(items_visible_to(user=request_user(request)), pk=item_id)
+        return Response(ItemOutputSerializer(item, context={"request": request}).data)
+
+
+class ItemImageApi(APIView):
+    """The post's image as it was sent."""
+
+    allowed_roles = READERS | SUBMITTERS
+    required_scopes = {"GET": "moderation:read"}
+
+    @extend_schema(responses={(200, "image/*"): bytes})
+    def get(self, request: Request, item_id: str) -> HttpResponseBase:
+        item = get_object_or_404(items_visible_to(user=request_user(request)), pk=item_id)
+        if not item.image:
+            raise ValidationError({"image": ["this item has no image"]})
+        return FileResponse(item.image.open("rb"))
+
+
+class EvidenceImageApi(APIView):
+    """One rendered evidence picture (PNG) of the item's results."""
+
+    allowed_roles = READERS | SUBMITTERS
+    required_scopes = {"GET": "moderation:read"}
+
+    @extend_schema(responses={(200, "image/png"): bytes})
+    def get(self, request: Request, item_id: str, evidence_id: int) -> HttpResponseBase:
+        item = get_object_or_404(items_visible_to(user=request_user(request)), pk=item_id)
+        picture = get_object_or_404(EvidenceImage, pk=evidence_id, result__item=item)
+        return FileResponse(picture.file.open("rb"), content_type="image/png")
