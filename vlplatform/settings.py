@@ -161,6 +161,8 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 # A job whose worker vanished is taken over once its lease has run out.
 VLP_JOB_LEASE_SECONDS = env.int("VLP_JOB_LEASE_SECONDS", default=CELERY_TASK_TIME_LIMIT)
+# How long a review task handed to a moderator stays theirs; an expired lease returns it to the queue.
+VLP_REVIEW_LEASE_SECONDS = env.int("VLP_REVIEW_LEASE_SECONDS", default=600)
 
 # --- Logging ---------------------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -217,6 +217,8 @@ class ReviewTask(models.Model):
     )
     decision = models.CharField(max_length=20, blank=True)
     decision_reason = models.TextField(blank=True)
+    # category -> 0/1 as the reviewer judged it: the training labels this review gives (moderation_train reads them).
+    labels = models.JSONField(default=dict, blank=True)
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )

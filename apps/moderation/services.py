@@ -11,13 +11,17 @@ import hashlib
 import io
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from PIL import Image
 
@@ -34,6 +38,7 @@ from apps.moderation.models import (
     Policy,
     PolicyAction,
     ReviewReason,
+    ReviewStatus,
     ReviewTask,
     Route,
 )
@@ -257,3 +262,106 @@ def policy_create(
     )
     audit_record(actor=actor, action="moderation.policy_create", target=policy, payload=policy.to_dict())
     return policy
+
+
+# --- human review ----------------------------------------------------------------------------------------------------
+class ReviewNotAllowed(ValueError):
+    """The task is not (or no longer) this reviewer's to decide."""
+
+
+REVIEW_DECISIONS = (*(str(d) for d in Decision), "escalate")
+ESCALATION_QUEUE = "escalated"
+
+
+@transaction.atomic
+def review_task_next(*, reviewer: User, queue: str = "default") -> ReviewTask | None:
+    """Lease the oldest open task of ``queue`` to ``reviewer`` (the one they already hold first); None when the queue
+    is empty. Rows are locked with SKIP LOCKED, so two moderators asking at once get different tasks."""
+    now = timezone.now()
+    held = (
+        ReviewTask.objects.select_for_update()
+        .filter(status=ReviewStatus.OPEN, queue=queue, leased_to=reviewer, lease_expires_at__gt=now)
+        .order_by("created_at")
+        .first()
+    )
+    if held is not None:
+        return held
+    task = (
+        ReviewTask.objects.select_for_update(skip_locked=True)
+        .filter(status=ReviewStatus.OPEN, queue=queue)
+        .filter(Q(leased_to__isnull=True) | Q(lease_expires_at__lte=now))
+        .exclude(excluded_reviewer=reviewer)
+        .order_by("created_at")
+        .first()
+    )
+    if task is None:
+        return None
+    previous = task.leased_to_id
+    task.leased_to = reviewer
+    task.lease_expires_at = now + timedelta(seconds=settings.VLP_REVIEW_LEASE_SECONDS)
+    task.save(update_fields=["leased_to", "lease_expires_at"])
+    audit_record(
+        actor=reviewer,
+        action="moderation.review_lease",
+        target=task,
+        payload={"item": str(task.item_id), "queue": queue, "expired_lease_of": previous},
+    )
+    return task
+
+
+@transaction.atomic
+def review_task_decide(
+    *,
+    task: ReviewTask,
+    reviewer: User,
+    decision: str,
+    reason: str = "",
+    violated: Sequence[str] = (),
+    seconds_spent: float | None = None,
+) -> ReviewTask:
+    """Record a reviewer's decision on a task they hold. ``violated`` names the categories the post breaks (a removal
+    needs at least one); every other active category is recorded as not violated, which is what the next
+    ``moderation_train`` learns from. ``escalate`` passes the item to the escalation queue undecided."""
+    if decision not in REVIEW_DECISIONS:
+        raise ValueError(f"decision must be one of {', '.join(REVIEW_DECISIONS)}, got {decision!r}")
+    task = ReviewTask.objects.select_for_update().select_related("item").get(pk=task.pk)
+    if task.status != ReviewStatus.OPEN:
+        raise ReviewNotAllowed("this task is already decided")
+    if task.leased_to_id != reviewer.pk or task.lease_expires_at is None or task.lease_expires_at <= timezone.now():
+        raise ReviewNotAllowed("this task is not leased to you (or the lease ran out): take it from the queue again")
+    active = set(Category.objects.filter(active=True).values_list("slug", flat=True))
+    unknown = sorted(set(violated) - active)
+    if unknown:
+        raise ValueError(f"unknown categories {unknown}; active ones: {sorted(active)}")
+    if decision not in ("approve", "escalate") and not violated:
+        raise ValueError("say which categories the post violates")
+    if decision == "approve" and violated:
+        raise ValueError("an approved post violates no category")
+    item = ContentItem.objects.select_for_update().get(pk=task.item_id)
+    previous = {"decision": item.decision, "automatic": item.decided_automatically}
+    task.status, task.decision, task.decision_reason = ReviewStatus.DONE, decision, reason
+    task.decided_by, task.decided_at, task.seconds_spent = reviewer, timezone.now(), seconds_spent
+    if decision != "escalate":
+        task.labels = {slug: int(slug in violated) for slug in sorted(active)}
+    task.save()
+    if decision == "escalate":
+        ReviewTask.objects.create(item=item, result=task.result, queue=ESCALATION_QUEUE, reason=ReviewReason.ESCALATION)
+    else:
+        item.status, item.decision, item.decided_automatically = ItemStatus.DECIDED, decision, False
+        item.decided_by, item.decided_at = reviewer, task.decided_at
+        item.save(update_fields=["status", "decision", "decided_automatically", "decided_by", "decided_at"])
+    audit_record(
+        actor=reviewer,
+        action="moderation.review_decide",
+        target=item,
+        payload={
+            "task": task.pk,
+            "task_reason": task.reason,
+            "decision": decision,
+            "reason": reason,
+            "violated": sorted(violated),
+            "previous": previous,
+            "seconds_spent": seconds_spent,
+        },
+    )
+    return task
