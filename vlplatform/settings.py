@@ -163,6 +163,10 @@ CELERY_ACCEPT_CONTENT = ["json"]
 VLP_JOB_LEASE_SECONDS = env.int("VLP_JOB_LEASE_SECONDS", default=CELERY_TASK_TIME_LIMIT)
 # How long a review task handed to a moderator stays theirs; an expired lease returns it to the queue.
 VLP_REVIEW_LEASE_SECONDS = env.int("VLP_REVIEW_LEASE_SECONDS", default=600)
+# Webhooks: attempts per delivery, the wait before the second (doubling after each failure), the request timeout.
+VLP_WEBHOOK_MAX_ATTEMPTS = env.int("VLP_WEBHOOK_MAX_ATTEMPTS", default=6)
+VLP_WEBHOOK_BACKOFF_SECONDS = env.float("VLP_WEBHOOK_BACKOFF_SECONDS", default=30.0)
+VLP_WEBHOOK_TIMEOUT_SECONDS = env.float("VLP_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
 
 # --- Logging ---------------------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

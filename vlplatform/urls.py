@@ -52,6 +52,15 @@ api_v1 = [
         moderation_apis.EvidenceImageApi.as_view(),
         name="moderation-evidence",
     ),
+    path(
+        "moderation/items/<uuid:item_id>/appeals", moderation_apis.AppealCreateApi.as_view(), name="moderation-appeals"
+    ),
+    path("moderation/webhooks", moderation_apis.WebhookListCreateApi.as_view(), name="moderation-webhooks"),
+    path(
+        "moderation/webhooks/<int:endpoint_id>/deliveries",
+        moderation_apis.WebhookDeliveriesApi.as_view(),
+        name="moderation-webhook-deliveries",
+    ),
     path("audit/events", audit_apis.AuditEventListApi.as_view(), name="audit-events"),
     path("audit/verify", audit_apis.AuditVerifyApi.as_view(), name="audit-verify"),
 ]

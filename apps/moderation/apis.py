@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 from apps.accounts.permissions import request_user
 from apps.accounts.roles import Role
 from apps.moderation import services
-from apps.moderation.models import ContentItem, EvidenceImage
+from apps.moderation.models import Appeal, ContentItem, EvidenceImage, WebhookDelivery, WebhookEndpoint
 from apps.moderation.selectors import items_visible_to
 from apps.ops.errors import BadRequest
 from apps.registry.selectors import NoChampion
@@ -171,3 +171,88 @@ class EvidenceImageApi(APIView):
         item = get_object_or_404(items_visible_to(user=request_user(request)), pk=item_id)
         picture = get_object_or_404(EvidenceImage, pk=evidence_id, result__item=item)
         return FileResponse(picture.file.open("rb"), content_type="image/png")
+
+
+class AppealCreateApi(APIView):
+    """``POST``: the author (through the integrator) appeals a decision; a second moderator reviews it."""
+
+    allowed_roles = SUBMITTERS
+    required_scopes = {"POST": "moderation:write"}
+
+    class InputSerializer(serializers.Serializer):
+        statement = serializers.CharField(max_length=5_000)
+
+    class OutputSerializer(serializers.ModelSerializer):
+        class Meta:
+            model = Appeal
+            fields = ["id", "item_id", "statement", "status", "decision_appealed", "created_at", "decided_at"]
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    def post(self, request: Request, item_id: str) -> Response:
+        user = request_user(request)
+        item = get_object_or_404(items_visible_to(user=user), pk=item_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            appeal = services.appeal_submit(item=item, statement=data.validated_data["statement"], actor=user)
+        except services.AppealNotAllowed as error:
+            raise BadRequest(str(error), code="appeal_not_allowed") from error
+        return Response(self.OutputSerializer(appeal).data, status=status.HTTP_201_CREATED)
+
+
+class WebhookOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WebhookEndpoint
+        fields = ["id", "url", "active", "created_at"]
+
+
+class WebhookListCreateApi(APIView):
+    """``GET``: your endpoints. ``POST``: a new endpoint for the final decisions on the items you submit; the
+    response carries its signing ``secret``, shown this once."""
+
+    allowed_roles = SUBMITTERS
+    required_scopes = {"GET": "moderation:read", "POST": "moderation:write"}
+
+    class InputSerializer(serializers.Serializer):
+        url = serializers.URLField(max_length=500)
+
+    @extend_schema(responses=WebhookOutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        endpoints = WebhookEndpoint.objects.filter(owner=request_user(request))
+        return Response(WebhookOutputSerializer(endpoints, many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: WebhookOutputSerializer})
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        endpoint = services.webhook_endpoint_create(owner=request_user(request), url=data.validated_data["url"])
+        body = {**WebhookOutputSerializer(endpoint).data, "secret": endpoint.secret}
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class WebhookDeliveriesApi(APIView):
+    """The delivery log of one of your endpoints, newest first: every attempt's HTTP status or error."""
+
+    allowed_roles = SUBMITTERS
+    required_scopes = {"GET": "moderation:read"}
+
+    class OutputSerializer(serializers.ModelSerializer):
+        class Meta:
+            model = WebhookDelivery
+            fields = [
+                "id",
+                "item_id",
+                "event",
+                "payload",
+                "status",
+                "attempts",
+                "log",
+                "next_attempt_at",
+                "delivered_at",
+                "created_at",
+            ]
+
+    @extend_schema(responses=OutputSerializer(many=True))
+    def get(self, request: Request, endpoint_id: int) -> Response:
+        endpoint = get_object_or_404(WebhookEndpoint, pk=endpoint_id, owner=request_user(request))
+        return Response(self.OutputSerializer(endpoint.deliveries.all()[:200], many=True).data)

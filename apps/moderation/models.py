@@ -236,3 +236,78 @@ class ReviewTask(models.Model):
 
     def __str__(self) -> str:
         return f"review of {self.item_id} ({self.reason}, {self.status})"
+
+
+class AppealStatus(models.TextChoices):
+    OPEN = "open"
+    UPHELD = "upheld"  # the second moderator kept the decision
+    OVERTURNED = "overturned"
+
+
+class Appeal(models.Model):
+    """An author's request to look again at a decision; a second moderator (never the one who decided) reviews it."""
+
+    item = models.ForeignKey(ContentItem, on_delete=models.CASCADE, related_name="appeals")
+    statement = models.TextField()
+    status = models.CharField(max_length=20, choices=AppealStatus.choices, default=AppealStatus.OPEN)
+    decision_appealed = models.CharField(max_length=20)
+    task = models.OneToOneField(ReviewTask, on_delete=models.PROTECT, related_name="appeal")
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["item"], condition=Q(status="open"), name="moderation_one_open_appeal"),
+        ]
+
+    def __str__(self) -> str:
+        return f"appeal of {self.item_id} ({self.status})"
+
+
+class WebhookEndpoint(models.Model):
+    """Where an integrator wants final decisions on the items they submitted, signed with ``secret``."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    url = models.URLField(max_length=500)
+    # Kept as is: signing needs the secret itself. Shown to the integrator once, at creation.
+    secret = models.CharField(max_length=100)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # every attempt failed; the decision itself stands
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint, with every attempt's outcome: the delivery log an integrator reads."""
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    item = models.ForeignKey(ContentItem, on_delete=models.CASCADE, related_name="+")
+    event = models.CharField(max_length=50)
+    payload = models.JSONField()
+    status = models.CharField(max_length=20, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    log = models.JSONField(default=list, help_text="one entry per attempt: when, HTTP status or error")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.event} -> {self.endpoint_id} ({self.status})"

@@ -7,10 +7,17 @@ so a job is never succeeded without its result, nor a result stored for a job th
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import hmac
 import io
+import json
 import logging
 import random
+import secrets
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,9 +36,12 @@ from apps.audit.services import audit_record
 from apps.jobs.models import InferenceJob
 from apps.jobs.services import job_submit
 from apps.moderation.models import (
+    Appeal,
+    AppealStatus,
     Category,
     ContentItem,
     Decision,
+    DeliveryStatus,
     EvidenceImage,
     ItemStatus,
     ModerationResult,
@@ -41,6 +51,8 @@ from apps.moderation.models import (
     ReviewStatus,
     ReviewTask,
     Route,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 from apps.registry.models import ModelVersion
 from apps.registry.selectors import NoChampion, model_champion
@@ -213,6 +225,7 @@ def _route(item: ContentItem, result: ModerationResult) -> None:
         item.status, item.decision, item.decided_automatically = ItemStatus.DECIDED, decision, True
         item.decided_at = timezone.now()
         item.save(update_fields=["status", "decision", "decided_automatically", "decided_at"])
+        _decision_event(item)
         # A random share of automatic decisions is also looked at by a human, who may reverse it.
         rate = max((routes[slug]["policy"]["audit_sample_rate"] for slug in routes), default=0.0)
         if random.Random(f"{item.pk}:{result.pk}").random() < rate:  # noqa: S311 - sampling, not security
@@ -350,6 +363,9 @@ def review_task_decide(
         item.status, item.decision, item.decided_automatically = ItemStatus.DECIDED, decision, False
         item.decided_by, item.decided_at = reviewer, task.decided_at
         item.save(update_fields=["status", "decision", "decided_automatically", "decided_by", "decided_at"])
+        if task.reason == ReviewReason.APPEAL:
+            _appeal_close(task, decision)
+        _decision_event(item)
     audit_record(
         actor=reviewer,
         action="moderation.review_decide",
@@ -365,3 +381,149 @@ def review_task_decide(
         },
     )
     return task
+
+
+# --- appeals ---------------------------------------------------------------------------------------------------------
+class AppealNotAllowed(ValueError):
+    pass
+
+
+APPEAL_QUEUE = "appeals"
+
+
+@transaction.atomic
+def appeal_submit(*, item: ContentItem, statement: str, actor: User | None) -> Appeal:
+    """The author asks for a second look at a decision: a review task for anyone but the moderator who decided."""
+    statement = statement.strip()
+    if not statement:
+        raise AppealNotAllowed("say why the decision is wrong")
+    item = ContentItem.objects.select_for_update().get(pk=item.pk)
+    if item.status != ItemStatus.DECIDED:
+        raise AppealNotAllowed(f"only decided items can be appealed; this one is {item.status}")
+    if Appeal.objects.filter(item=item, status=AppealStatus.OPEN).exists():
+        raise AppealNotAllowed("this item already has an open appeal")
+    if ReviewTask.objects.filter(item=item, status=ReviewStatus.OPEN).exists():
+        raise AppealNotAllowed("this item is being reviewed already")
+    task = ReviewTask.objects.create(
+        item=item,
+        result=item.results.order_by("-created_at").first(),
+        queue=APPEAL_QUEUE,
+        reason=ReviewReason.APPEAL,
+        excluded_reviewer=item.decided_by,
+    )
+    appeal = Appeal.objects.create(
+        item=item, statement=statement, decision_appealed=item.decision, task=task, submitted_by=actor
+    )
+    audit_record(
+        actor=actor,
+        action="moderation.appeal_submit",
+        target=item,
+        payload={"appeal": appeal.pk, "decision_appealed": item.decision, "excluded_reviewer": item.decided_by_id},
+    )
+    return appeal
+
+
+def _appeal_close(task: ReviewTask, decision: str) -> None:
+    appeal = Appeal.objects.select_for_update().filter(task=task).first()
+    if appeal is None:
+        return
+    appeal.status = AppealStatus.UPHELD if decision == appeal.decision_appealed else AppealStatus.OVERTURNED
+    appeal.decided_at = task.decided_at
+    appeal.save(update_fields=["status", "decided_at"])
+
+
+# --- webhooks --------------------------------------------------------------------------------------------------------
+DECISION_EVENT = "item.decided"
+SIGNATURE_HEADER = "X-VLP-Signature"
+
+
+@transaction.atomic
+def webhook_endpoint_create(*, owner: User, url: str) -> WebhookEndpoint:
+    """A new endpoint for ``owner``'s items; its ``secret`` is returned here and shown once."""
+    endpoint = WebhookEndpoint.objects.create(owner=owner, url=url, secret=f"whsec_{secrets.token_urlsafe(32)}")
+    audit_record(actor=owner, action="moderation.webhook_create", target=endpoint, payload={"url": url})
+    return endpoint
+
+
+def webhook_signature(secret: str, timestamp: int, body: bytes) -> str:
+    """``t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">``: what a receiver recomputes to trust a delivery."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def _decision_event(item: ContentItem) -> None:
+    """Queue the final decision for every active endpoint of the item's submitter (in the deciding transaction)."""
+    if item.submitted_by_id is None:
+        return
+    payload = {
+        "event": DECISION_EVENT,
+        "item_id": str(item.pk),
+        "author_ref": item.author_ref,
+        "decision": item.decision,
+        "automatic": item.decided_automatically,
+        "decided_at": item.decided_at.isoformat() if item.decided_at else None,
+    }
+    for endpoint in WebhookEndpoint.objects.filter(owner_id=item.submitted_by_id, active=True):
+        delivery = WebhookDelivery.objects.create(endpoint=endpoint, item=item, event=DECISION_EVENT, payload=payload)
+        transaction.on_commit(functools.partial(_enqueue_delivery, delivery.pk))
+
+
+def _enqueue_delivery(delivery_id: int, countdown: float = 0) -> None:
+    from apps.moderation.tasks import deliver_webhook
+
+    deliver_webhook.apply_async(args=[delivery_id], countdown=countdown)
+
+
+def webhook_delivery_attempt(*, delivery_id: int) -> float | None:
+    """POST the delivery once (outside any transaction), then record the attempt. Returns the seconds to wait before
+    the next attempt, or None when the delivery is finished (delivered, failed for good, or already done)."""
+    delivery = WebhookDelivery.objects.select_related("endpoint").get(pk=delivery_id)
+    if delivery.status != DeliveryStatus.PENDING:
+        return None
+    body = json.dumps({**delivery.payload, "delivery_id": delivery.pk}, sort_keys=True, separators=(",", ":")).encode()
+    signature = webhook_signature(delivery.endpoint.secret, int(time.time()), body)
+    request = urllib.request.Request(  # noqa: S310 - the integrator's own URL, http(s) only (URLField)
+        delivery.endpoint.url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", SIGNATURE_HEADER: signature, "User-Agent": "vlplatform"},
+    )
+    outcome: dict[str, Any] = {"at": timezone.now().isoformat()}
+    try:
+        with urllib.request.urlopen(request, timeout=settings.VLP_WEBHOOK_TIMEOUT_SECONDS) as response:  # noqa: S310
+            outcome["status"] = response.status
+    except urllib.error.HTTPError as error:
+        outcome["status"], outcome["error"] = error.code, str(error.reason)[:200]
+    except (urllib.error.URLError, OSError) as error:
+        outcome["error"] = str(getattr(error, "reason", error))[:200]
+    return _delivery_record(delivery_id=delivery_id, outcome=outcome)
+
+
+@transaction.atomic
+def _delivery_record(*, delivery_id: int, outcome: dict[str, Any]) -> float | None:
+    delivery = WebhookDelivery.objects.select_for_update().get(pk=delivery_id)
+    if delivery.status != DeliveryStatus.PENDING:
+        return None
+    delivery.attempts += 1
+    delivery.log = [*delivery.log, outcome]
+    retry_in: float | None = None
+    if 200 <= int(outcome.get("status") or 0) < 300:
+        delivery.status, delivery.delivered_at, delivery.next_attempt_at = (
+            DeliveryStatus.DELIVERED,
+            timezone.now(),
+            None,
+        )
+    elif delivery.attempts >= settings.VLP_WEBHOOK_MAX_ATTEMPTS:
+        delivery.status, delivery.next_attempt_at = DeliveryStatus.FAILED, None
+    else:
+        retry_in = settings.VLP_WEBHOOK_BACKOFF_SECONDS * 2 ** (delivery.attempts - 1)
+        delivery.next_attempt_at = timezone.now() + timedelta(seconds=retry_in)
+    delivery.save(update_fields=["attempts", "log", "status", "delivered_at", "next_attempt_at"])
+    if delivery.status != DeliveryStatus.PENDING:
+        audit_record(
+            actor=None,
+            action=f"moderation.webhook_{delivery.status}",
+            target=delivery,
+            payload={"item": str(delivery.item_id), "attempts": delivery.attempts, "last": outcome},
+        )
+    return retry_in

@@ -58,6 +58,7 @@ def sample_ids(make_user, minilm_champion) -> dict[str, str]:
     return {
         "item_id": str(item.pk),
         "evidence_id": "1",
+        "endpoint_id": "1",
         "key_id": str(api_key.pk),
         "version_id": str(minilm_champion.pk),
         "job_id": str(job.pk),

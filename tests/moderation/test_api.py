@@ -82,3 +82,26 @@ def test_an_api_key_needs_the_moderation_scope(make_user, minilm_champion) -> No
     assert allowed.status_code == 201, allowed.content
     assert refused.status_code == 403 and "moderation:write" in refused.json()["error"]["message"]
     assert client.get(f"{ITEMS}/{allowed.json()['id']}", HTTP_X_API_KEY=writer_secret).status_code == 200
+
+
+def test_webhook_endpoints_show_their_secret_once_and_log_deliveries(moderator: APIClient, make_user) -> None:
+    created = moderator.post("/api/v1/moderation/webhooks", {"url": "https://example.test/hook"}, format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["secret"].startswith("whsec_")
+    listed = moderator.get("/api/v1/moderation/webhooks").json()
+    assert [e["url"] for e in listed] == ["https://example.test/hook"] and "secret" not in listed[0]
+    deliveries = moderator.get(f"/api/v1/moderation/webhooks/{created.json()['id']}/deliveries")
+    assert deliveries.status_code == 200 and deliveries.json() == []
+    other = APIClient()
+    other.force_login(make_user(Role.MODERATOR, username="someone_else"))
+    assert other.get(f"/api/v1/moderation/webhooks/{created.json()['id']}/deliveries").status_code == 404
+    bad = moderator.post("/api/v1/moderation/webhooks", {"url": "not a url"}, format="json")
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid"
+
+
+def test_an_undecided_item_cannot_be_appealed(moderator: APIClient) -> None:
+    item = moderator.post(ITEMS, {"text": "hello"}, format="json").json()
+
+    response = moderator.post(f"{ITEMS}/{item['id']}/appeals", {"statement": "unfair"}, format="json")
+
+    assert response.status_code == 400 and response.json()["error"]["code"] == "appeal_not_allowed"

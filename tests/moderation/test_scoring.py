@@ -6,12 +6,11 @@ import io
 from typing import Any
 
 import pytest
-from django.db import transaction
 from PIL import Image, ImageDraw, ImageFont
 
 from apps.audit.models import AuditEvent
 from apps.jobs.models import InferenceJob, JobStatus
-from apps.jobs.services import job_start
+from apps.jobs.services import _job_finish, job_start
 from apps.moderation.models import (
     Category,
     ContentItem,
@@ -24,7 +23,6 @@ from apps.moderation.models import (
 from apps.moderation.services import (
     ModerationInputError,
     moderation_item_submit,
-    moderation_scoring_finished,
     policy_create,
 )
 from ml.images import MAX_PIXELS
@@ -32,12 +30,12 @@ from tests.conftest import wait_for
 
 
 def finish_scoring(item: ContentItem, scores: dict[str, float] | None, error: str = "") -> ContentItem:
-    """Finish the item's job as a worker would, with these scores (what ``score_post`` returned) or this error."""
+    """Finish the item's job as a worker would (the job's finishing transaction runs the kind's hook), with these
+    scores in place of what ``score_post`` would return, or this error."""
     job = job_start(job_id=str(item.job_id))
     assert job is not None
     result: dict[str, Any] = {"scores": scores, "evidence": {}, "pictures": [], "model_versions": {}, "timings": {}}
-    with transaction.atomic():
-        moderation_scoring_finished(job, None if error else result, error)
+    assert _job_finish(job=job, result=None if error else result, error=error)
     item.refresh_from_db()
     return item
 
