@@ -329,7 +329,7 @@ def run_precision(settings: Settings, encoder: OpenClipEncoder, machine: Machine
     visual = encoder.model.visual
 
     def autocast_bf16(inputs: torch.Tensor) -> torch.Tensor:
-        # What OpenClipEncoder(precision="bf16") wraps around its forward.
+        # What OpenClipEncoder(precision="bf16") did before it cast weights instead: kept for the comparison.
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
             return visual(inputs).float()
 
@@ -340,8 +340,11 @@ def run_precision(settings: Settings, encoder: OpenClipEncoder, machine: Machine
     all_int8, all_swapped = quantize_int8(split_visual)
     paths: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], str]] = {
         "fp32": (visual, "the encoder's default"),
-        "bf16 autocast": (autocast_bf16, "OpenClipEncoder(precision='bf16')"),
-        "bf16 weights": (lambda x: bf16_visual(x.to(torch.bfloat16)).float(), "model and input cast to bf16"),
+        "bf16 autocast": (autocast_bf16, "torch.autocast around the fp32 tower"),
+        "bf16 weights": (
+            lambda x: bf16_visual(x.to(torch.bfloat16)).float(),
+            "OpenClipEncoder(precision='bf16'): model and input cast to bf16",
+        ),
         "int8 MLP": (mlp_int8, f"quantize_dynamic on nn.Linear: {mlp_swapped} layers (MLPs only)"),
         "int8 MLP+attention": (
             all_int8,

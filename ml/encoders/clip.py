@@ -76,6 +76,7 @@ class _JointEncoder:
                 "than fp32 here: use fp32 or int8",
                 spec.name,
             )
+        self.dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         self.patch_method = patch_method or str(spec.preprocessing.get("patch_method", "maskclip"))
         if self.patch_method not in PATCH_METHODS:
             raise ValueError(f"model {spec.name!r}: patch_method {self.patch_method!r} is not one of {PATCH_METHODS}")
@@ -104,7 +105,7 @@ class _JointEncoder:
     ) -> np.ndarray:
         """L2-normalised float32 image embeddings [N, dim]; ``on_progress(done, total)`` after each batch."""
         chunks = self._map_batches(
-            images, batch_size, on_progress, lambda batch: self._image_features(self._pixels(batch).to(self.device))
+            images, batch_size, on_progress, lambda batch: self._image_features(self._device_pixels(batch))
         )
         return np.concatenate([_to_unit_numpy(c) for c in chunks]) if chunks else np.zeros((0, self.dim), np.float32)
 
@@ -131,7 +132,7 @@ class _JointEncoder:
         The patch grid is the model's input size divided by its patch size (224 px / 32 px -> 7 x 7).
         """
         pairs = self._map_batches(
-            images, batch_size, on_progress, lambda batch: self._patch_features(self._pixels(batch).to(self.device))
+            images, batch_size, on_progress, lambda batch: self._patch_features(self._device_pixels(batch))
         )
         if not pairs:
             rows, cols = self.grid
@@ -149,21 +150,27 @@ class _JointEncoder:
         on_progress: ProgressCallback | None,
         forward: Callable[[list[Any]], _Output],
     ) -> list[_Output]:
-        """``forward`` on each batch in inference mode (and bf16 autocast when asked); progress after each batch."""
+        """``forward`` on each batch in inference mode; progress after each batch."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         total, outputs = len(items), []
         for start in range(0, total, batch_size):
-            with torch.inference_mode(), self._autocast():
+            with torch.inference_mode():
                 outputs.append(forward(list(items[start : start + batch_size])))
             if on_progress is not None:
                 on_progress(min(start + batch_size, total), total)
         return outputs
 
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+    def _device_pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return self._pixels(images).to(self.device, self.dtype)
+
+    def _reduce_precision(self, model: nn.Module, image_modules: tuple[str, ...]) -> None:
+        """bf16: weights (and, in the encode calls, pixels) cast to bf16, measured 2.6x fp32 on an AMX CPU where
+        autocast was 3x slower than fp32; int8: the image tower quantized (``ml.encoders.quantize``)."""
         if self.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+            model.to(torch.bfloat16)
+        elif self.precision == "int8":
+            quantize_submodules_int8(model, image_modules)
 
 
 class OpenClipEncoder(_JointEncoder):
@@ -236,8 +243,6 @@ class OpenClipEncoder(_JointEncoder):
             **overrides,
         )
         self.model = model.eval()
-        if self.precision == "int8":
-            quantize_submodules_int8(self.model, ("visual",))
         if "hf_tokenizer_name" in text_cfg or "tokenizer_dir" in spec.preprocessing:
             from open_clip.tokenizer import HFTokenizer
 
@@ -258,6 +263,7 @@ class OpenClipEncoder(_JointEncoder):
         height, width = (size, size) if isinstance(size, int) else size
         patch_height, patch_width = self._patch_size()
         self.grid = (height // patch_height, width // patch_width)
+        self._reduce_precision(self.model, ("visual",))
         logger.info("loaded open_clip model", extra={"model": spec.name, "version": spec.version, "source": str(path)})
 
     def _pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
@@ -336,8 +342,6 @@ class HfClipEncoder(_JointEncoder):
         model_class = getattr(transformers, self.model_class)
         self.model = model_class.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
         self.model.to(self.device).eval()
-        if self.precision == "int8":
-            quantize_submodules_int8(self.model, self.image_modules)
         self.image_processor = transformers.AutoImageProcessor.from_pretrained(str(path), local_files_only=True)
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         config = self.model.config
@@ -351,6 +355,7 @@ class HfClipEncoder(_JointEncoder):
         vision = config.vision_config
         self.patch_size = int(vision.patch_size)
         self.grid = (int(vision.image_size) // self.patch_size, int(vision.image_size) // self.patch_size)
+        self._reduce_precision(self.model, self.image_modules)
         logger.info("loaded %s", self.model_class, extra={"model": spec.name, "version": spec.version})
 
     def _pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
@@ -438,8 +443,7 @@ def _last_block_io(block: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
 
 def _self_only_mask(length: int, like: torch.Tensor) -> torch.Tensor:
     """Additive attention mask letting each token attend only to itself (MaskCLIP's identity attention)."""
-    dtype = torch.get_autocast_dtype(like.device.type) if torch.is_autocast_enabled(like.device.type) else like.dtype
-    mask = torch.full((length, length), torch.finfo(dtype).min, dtype=dtype, device=like.device)
+    mask = torch.full((length, length), torch.finfo(like.dtype).min, dtype=like.dtype, device=like.device)
     return mask.fill_diagonal_(0)
 
 
