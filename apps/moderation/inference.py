@@ -17,10 +17,15 @@ import numpy as np
 import ml
 from apps.registry.models import ModelVersion
 from ml.detectors import Detection
-from ml.explain.render import draw_boxes, png_bytes
+from ml.explain.occlusion import occlusion_map
+from ml.explain.render import draw_boxes, overlay, png_bytes
 from ml.images import open_image
 from ml.specs import ModelSpec
 from ml.tasks.moderation import Post, PostSignals, SignalModels, extract_signals
+
+# Above this OpenNSFW score (Yahoo's "safe below 0.2") the score is explained by an occlusion map of the image.
+NSFW_EXPLAIN_ABOVE = 0.2
+OCCLUSION_GRID = (7, 7)
 
 _models: SignalModels | None = None
 _models_lock = threading.Lock()
@@ -82,6 +87,18 @@ def score_post(*, text: str, image: bytes | None, fusion: ModelVersion | None) -
         boxes = [*signals.image.body_parts, *signals.image.faces]
         if boxes:
             pictures.append(EvidencePicture("boxes", "detections", png_bytes(draw_boxes(picture, boxes))))
+        if signals.image.nsfw >= NSFW_EXPLAIN_ABOVE:
+            explain_started = time.perf_counter()
+            _, heatmap = occlusion_map(
+                models.nsfw.score,
+                picture,
+                grid=OCCLUSION_GRID,
+                label="adult_content: OpenNSFW score drop when covered",
+                model_version=versions["nsfw"],
+            )
+            evidence["image"]["nsfw_heatmap"] = heatmap.to_dict()
+            pictures.append(EvidencePicture("heatmap", "nsfw", png_bytes(overlay(picture, heatmap, colour_bar=True))))
+            timings["nsfw_heatmap_s"] = round(time.perf_counter() - explain_started, 4)
     timings["total_s"] = round(time.perf_counter() - started, 4)
     return ScoredPost(scores=scores, evidence=evidence, pictures=pictures, model_versions=versions, timings=timings)
 

@@ -24,7 +24,7 @@ from ml.encoders.base import PatchEncoder, l2_normalise
 
 logger = logging.getLogger(__name__)
 
-HEATMAP_KINDS = ("similarity", "grad-cam", "attention")
+HEATMAP_KINDS = ("similarity", "grad-cam", "attention", "occlusion")
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,8 +32,8 @@ class Heatmap:
     """Raw explanation values on a patch grid.
 
     ``values``: float32 [rows, cols], raw (cosine similarity for ``similarity``, non-negative Grad-CAM units for
-    ``grad-cam``, attention weights summing to 1 for ``attention``). ``label``: what the map explains (the text, the
-    category). ``model_version``: ``name@version`` of the model that made it.
+    ``grad-cam``, attention weights summing to 1 for ``attention``, score drops for ``occlusion``). ``label``: what
+    the map explains (the text, the category). ``model_version``: ``name@version`` of the model that made it.
     """
 
     values: np.ndarray

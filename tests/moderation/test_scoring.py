@@ -144,3 +144,28 @@ def test_an_image_over_the_pixel_limit_is_refused_before_decoding(minilm_champio
         moderation_item_submit(image=buffer.getvalue(), actor=None)
     assert refused.value.code == "image_too_large"
     assert not ContentItem.objects.exists()
+
+
+def test_an_image_score_worth_explaining_gets_an_occlusion_heatmap(monkeypatch: pytest.MonkeyPatch) -> None:
+    from apps.moderation import inference
+
+    monkeypatch.setattr(inference, "NSFW_EXPLAIN_ABOVE", 0.0)  # no test image of ours scores high, and none should
+
+    scored = inference.score_post(text="", image=poster("HELLO"), fusion=None)
+
+    heatmap = scored.evidence["image"]["nsfw_heatmap"]
+    assert heatmap["kind"] == "occlusion" and heatmap["grid"] == [7, 7]
+    assert heatmap["model_version"] == scored.model_versions["nsfw"]
+    (picture,) = [p for p in scored.pictures if p.kind == "heatmap"]
+    rendered = Image.open(io.BytesIO(picture.png))
+    assert rendered.format == "PNG" and rendered.height == 240 and rendered.width > 640  # the image plus a colour bar
+    assert "nsfw_heatmap_s" in scored.timings
+
+
+def test_an_ordinary_image_is_not_explained() -> None:
+    from apps.moderation import inference
+
+    scored = inference.score_post(text="", image=poster("HELLO"), fusion=None)
+
+    assert scored.evidence["image"]["nsfw"] < inference.NSFW_EXPLAIN_ABOVE
+    assert "nsfw_heatmap" not in scored.evidence["image"] and not scored.pictures
