@@ -125,6 +125,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["apps.accounts.permissions.HasRole"],
+    "DEFAULT_THROTTLE_CLASSES": ["apps.accounts.throttling.ApiKeyRateThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "apps.ops.errors.api_exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
@@ -161,6 +162,8 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 # A job whose worker vanished is taken over once its lease has run out.
 VLP_JOB_LEASE_SECONDS = env.int("VLP_JOB_LEASE_SECONDS", default=CELERY_TASK_TIME_LIMIT)
+# Requests per minute an API key may make unless the key sets its own limit (over it: 429 with Retry-After).
+VLP_API_KEY_RATE_PER_MINUTE = env.int("VLP_API_KEY_RATE_PER_MINUTE", default=600)
 # How long a review task handed to a moderator stays theirs; an expired lease returns it to the queue.
 VLP_REVIEW_LEASE_SECONDS = env.int("VLP_REVIEW_LEASE_SECONDS", default=600)
 # Webhooks: attempts per delivery, the wait before the second (doubling after each failure), the request timeout.
