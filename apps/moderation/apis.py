@@ -19,7 +19,7 @@ from apps.accounts.permissions import request_user
 from apps.accounts.roles import Role
 from apps.moderation import services
 from apps.moderation.models import Appeal, ContentItem, EvidenceImage, WebhookDelivery, WebhookEndpoint
-from apps.moderation.selectors import items_visible_to
+from apps.moderation.selectors import item_latest_result, items_visible_to
 from apps.ops.errors import BadRequest
 from apps.registry.selectors import NoChampion
 from ml.images import MAX_BYTES
@@ -59,7 +59,7 @@ class ItemOutputSerializer(serializers.ModelSerializer):
         return reverse("api:moderation-item-image", args=[item.pk], request=self.context.get("request"))
 
     def get_result(self, item: ContentItem) -> dict | None:
-        result = item.results.order_by("-created_at").first()
+        result = item_latest_result(item=item)
         if result is None:
             return None
         request = self.context.get("request")

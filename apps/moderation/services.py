@@ -54,6 +54,7 @@ from apps.moderation.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from apps.moderation.selectors import item_latest_result
 from apps.registry.models import ModelVersion
 from apps.registry.selectors import NoChampion, model_champion
 from ml.images import ImageRejected, ImageTooLarge, open_image
@@ -337,7 +338,7 @@ def review_task_decide(
     ``moderation_train`` learns from. ``escalate`` passes the item to the escalation queue undecided."""
     if decision not in REVIEW_DECISIONS:
         raise ValueError(f"decision must be one of {', '.join(REVIEW_DECISIONS)}, got {decision!r}")
-    task = ReviewTask.objects.select_for_update().select_related("item").get(pk=task.pk)
+    task = ReviewTask.objects.select_for_update().get(pk=task.pk)
     if task.status != ReviewStatus.OPEN:
         raise ReviewNotAllowed("this task is already decided")
     if task.leased_to_id != reviewer.pk or task.lease_expires_at is None or task.lease_expires_at <= timezone.now():
@@ -406,7 +407,7 @@ def appeal_submit(*, item: ContentItem, statement: str, actor: User | None) -> A
         raise AppealNotAllowed("this item is being reviewed already")
     task = ReviewTask.objects.create(
         item=item,
-        result=item.results.order_by("-created_at").first(),
+        result=item_latest_result(item=item),
         queue=APPEAL_QUEUE,
         reason=ReviewReason.APPEAL,
         excluded_reviewer=item.decided_by,
@@ -468,10 +469,10 @@ def _decision_event(item: ContentItem) -> None:
         transaction.on_commit(functools.partial(_enqueue_delivery, delivery.pk))
 
 
-def _enqueue_delivery(delivery_id: int, countdown: float = 0) -> None:
+def _enqueue_delivery(delivery_id: int) -> None:
     from apps.moderation.tasks import deliver_webhook
 
-    deliver_webhook.apply_async(args=[delivery_id], countdown=countdown)
+    deliver_webhook.delay(delivery_id)
 
 
 def webhook_delivery_attempt(*, delivery_id: int) -> float | None:

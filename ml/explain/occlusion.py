@@ -37,10 +37,10 @@ def occlusion_map(
         raise ValueError(f"an occlusion grid needs at least one cell, got {grid}")
     picture = image.convert("RGB")
     width, height = picture.size
+    cell_w, cell_h = width / cols, height / rows
     covered = []
     for row in range(rows):
         for col in range(cols):
-            cell_w, cell_h = width / cols, height / rows
             box = (
                 round((col - overlap) * cell_w),
                 round((row - overlap) * cell_h),

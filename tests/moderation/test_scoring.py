@@ -6,7 +6,7 @@ import io
 from typing import Any
 
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from apps.audit.models import AuditEvent
 from apps.jobs.models import InferenceJob, JobStatus
@@ -27,6 +27,7 @@ from apps.moderation.services import (
 )
 from ml.images import MAX_PIXELS
 from tests.conftest import wait_for
+from tests.ml.test_moderation_signals import poster as poster_image
 
 
 def finish_scoring(item: ContentItem, scores: dict[str, float] | None, error: str = "") -> ContentItem:
@@ -40,11 +41,10 @@ def finish_scoring(item: ContentItem, scores: dict[str, float] | None, error: st
     return item
 
 
-def poster(words: str, size: tuple[int, int] = (640, 240)) -> bytes:
-    image = Image.new("RGB", size, "white")
-    ImageDraw.Draw(image).text((30, 80), words, fill="black", font=ImageFont.load_default(size=64))
+def poster(words: str) -> bytes:
+    """``tests.ml.test_moderation_signals.poster`` as the PNG bytes an integrator uploads."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    poster_image(words).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
