@@ -12,6 +12,12 @@ pixels: OpenNSFW's mean subtraction and ReLUs keep little of the hue that ``base
 ``describe(pixels, grid=g)`` gives the same description per cell of a g x g grid (each cell's stage means, its
 layout slot and its colours), which is how the tower draws its explanation heatmaps: the global description's stage
 means are exactly the means of the cells'.
+
+With ``zoom`` the description also holds the four stage means of a 1.5x centre zoom (the central two thirds of the
+prepared image, resized back to 224): a second look at the product at a finer scale. Measured on 2,000 held-out
+products it lifted every figure (R@1 0.371 -> 0.384, R@10 0.836 -> 0.846, P@10 0.416 -> 0.422; docs/ml.md); it
+costs a second forward pass. A grid cell has no zoomed view of its own: its zoom features are NaN (the training
+mean to the head).
 """
 
 from __future__ import annotations
@@ -39,27 +45,29 @@ LOW_SATURATION = 0.15
 LAYOUT_STAGE = 2
 LAYOUT_GRID = 3
 COLOUR_FEATURES = COLOUR_BINS[0] * COLOUR_BINS[1] * COLOUR_BINS[2] + GREY_BINS
+ZOOM = 1.5
 
 
 class BackboneError(RuntimeError):
     pass
 
 
-def load_backbone(name: str, *, device: str = "cpu") -> OpenNsfwBackbone:
+def load_backbone(name: str, *, zoom: bool = False, device: str = "cpu") -> OpenNsfwBackbone:
     """The backbone named in a tower's config: the stage outputs of an OpenNSFW model spec's verified weights
     (read straight from the spec's file: the NSFW scorer's own session is not needed)."""
     spec = load_spec(name)
     if spec.family != "onnx-open-nsfw":
         raise BackboneError(f"backbone {name!r} is not an OpenNSFW model (family onnx-open-nsfw)")
-    return OpenNsfwBackbone(weight_file(verify_checksum(spec), spec, "model"), device=device)
+    return OpenNsfwBackbone(weight_file(verify_checksum(spec), spec, "model"), zoom=zoom, device=device)
 
 
 class OpenNsfwBackbone:
     """Frozen features of OpenNSFW's four residual stages plus colour, from the packaged ONNX graph."""
 
-    def __init__(self, model_file: Path, *, device: str = "cpu") -> None:
+    def __init__(self, model_file: Path, *, zoom: bool = False, device: str = "cpu") -> None:
         import onnx
 
+        self.zoom = zoom
         graph = onnx.load(str(model_file))
         produced = {output for node in graph.graph.node for output in node.output}
         missing = [name for name in STAGE_OUTPUTS if name not in produced]
@@ -89,17 +97,38 @@ class OpenNsfwBackbone:
         chunks: list[list[np.ndarray]] = [[] for _ in grids]
         for start in range(0, len(pixels), batch_size):
             batch = pixels[start : start + batch_size]
-            bgr = batch[..., ::-1].astype(np.float32) - MEAN_BGR
-            # The graph's stage outputs are channels-last [N, H, W, C].
-            stages = [np.asarray(stage) for stage in self.session.run(list(STAGE_OUTPUTS), {self.input_name: bgr})]
+            stages = self._stages(batch)
+            zoomed = self._zoom_means(batch) if self.zoom else None
             for chunk, grid in zip(chunks, grids, strict=True):
                 parts = [_cell_means(stage, grid) for stage in stages]
                 parts.append(_layout(stages[LAYOUT_STAGE], grid))
                 parts.append(colour_histograms(batch, grid))
+                if zoomed is not None:
+                    parts.append(
+                        zoomed if grid == 1 else np.full((*zoomed.shape[:1], grid, grid, zoomed.shape[-1]), np.nan)
+                    )
                 chunk.append(np.concatenate(parts, axis=-1))
         if not len(pixels):
             return [np.zeros((0, grid, grid, self.dim), dtype=np.float32) for grid in grids]
         return [np.concatenate(chunk).astype(np.float32, copy=False) for chunk in chunks]
+
+    def _stages(self, batch: np.ndarray) -> list[np.ndarray]:
+        """The four stage outputs of prepared images (the graph's are channels-last [N, H, W, C])."""
+        bgr = batch[..., ::-1].astype(np.float32) - MEAN_BGR
+        return [np.asarray(stage) for stage in self.session.run(list(STAGE_OUTPUTS), {self.input_name: bgr})]
+
+    def _zoom_means(self, batch: np.ndarray) -> np.ndarray:
+        """[N, 1, 1, sum of stage channels]: each stage's mean over the centre-zoomed images."""
+        return np.concatenate([_cell_means(stage, 1) for stage in self._stages(zoom_centre(batch))], axis=-1)
+
+
+def zoom_centre(pixels: np.ndarray, factor: float = ZOOM) -> np.ndarray:
+    """uint8 [N, S, S, 3]: the central 1 / factor of each prepared image, resized back to S x S."""
+    size = pixels.shape[1]
+    margin = round(size * (1 - 1 / factor) / 2)
+    box = (margin, margin, size - margin, size - margin)
+    resample = Image.Resampling.BILINEAR
+    return np.stack([np.asarray(Image.fromarray(image).resize((size, size), resample, box=box)) for image in pixels])
 
 
 def _layout(maps: np.ndarray, grid: int) -> np.ndarray:

@@ -120,7 +120,8 @@ class LitEncoder:
         self.backbone: OpenNsfwBackbone | None = None
         self.tower: FeatureHead | ImageTower
         if self.config.get("backbone"):
-            self.backbone = load_backbone(self.config["backbone"], device=device)
+            zoom = bool(self.config.get("zoom", False))  # towers trained before the zoom view have none
+            self.backbone = load_backbone(self.config["backbone"], zoom=zoom, device=device)
             features, hidden = int(self.config["features"]), int(self.config["hidden"])
             members = int(self.config.get("members", 1))
             self.tower = FeatureHead(features=features, dim=self.dim, hidden=hidden, members=members)

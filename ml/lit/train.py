@@ -48,6 +48,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 class TowerConfig:
     # A frozen backbone (a spec name, see ml.lit.backbone) under a trained MLP head; "" trains the ``arch`` CNN.
     backbone: str = "open-nsfw"
+    zoom: bool = True  # the backbone also describes a 1.5x centre zoom (ml.lit.backbone)
     arch: str = "resnet18"
     image_size: int = 64  # the CNN's input; a backbone has its own
     hidden: int = 1024
@@ -218,7 +219,7 @@ def train_tower(
     tower: FeatureHead | ImageTower
     tower_config: dict[str, Any]
     if config.backbone:
-        backbone = load_backbone(config.backbone)
+        backbone = load_backbone(config.backbone, zoom=config.zoom)
         report("describing images", 0, len(products), {})
         features, train = describe_products(backbone, train, on_progress=report)
         validation_features, validation = describe_products(backbone, validation)
@@ -233,6 +234,7 @@ def train_tower(
         tower = head
         tower_config = {
             "backbone": config.backbone,
+            "zoom": config.zoom,
             "features": int(features.shape[1]),
             "members": config.members,
             "image_size": INPUT_SIZE,

@@ -11,7 +11,14 @@ import pytest
 from PIL import Image, ImageDraw
 
 import ml
-from ml.lit.backbone import COLOUR_FEATURES, BackboneError, OpenNsfwBackbone, colour_histograms, load_backbone
+from ml.lit.backbone import (
+    COLOUR_FEATURES,
+    BackboneError,
+    OpenNsfwBackbone,
+    colour_histograms,
+    load_backbone,
+    zoom_centre,
+)
 from ml.lit.catalog import Product
 from ml.lit.preprocess import crop_to_content
 from ml.lit.train import TowerConfig, train_tower
@@ -110,6 +117,23 @@ def test_backbone_cells_average_to_the_whole_image_description(backbone: OpenNsf
     assert np.isfinite(layout[0, 0, 0]).all() and np.isnan(layout[0, 0, 1:]).all()  # a corner cell fills slot 0
     assert np.isfinite(layout[6, 6, 8]).all() and np.isfinite(whole).all()
     assert not np.allclose(whole[0], whole[1])  # a red and a blue product are described differently
+
+
+def test_zoom_view_describes_the_centre_of_the_whole_image_and_no_cell(backbone: OpenNsfwBackbone) -> None:
+    zooming = load_backbone("open-nsfw", zoom=True)
+    small, large = _product_photo((200, 30, 30), (97, 97, 127, 127)), _product_photo((200, 30, 30), (89, 89, 135, 135))
+    pixels = np.stack([small, large])
+    stages = 128 + 256 + 512 + 1024
+
+    plain, zoomed = backbone.describe(pixels), zooming.describe(pixels)
+    cells = zooming.describe(pixels, grid=7)
+
+    assert zooming.dim == backbone.dim + stages
+    np.testing.assert_array_equal(zoomed[..., : backbone.dim], plain)
+    # The 1.5x zoom shows the small square at the size the large one has in the plain view.
+    centre = zoom_centre(small[None])[0]
+    assert (centre.min(axis=-1) < 128).sum() == pytest.approx((large.min(axis=-1) < 128).sum(), rel=0.1)
+    assert np.isfinite(zoomed).all() and np.isnan(cells[..., backbone.dim :]).all()
 
 
 def test_colour_histogram_puts_a_product_in_its_hue_and_the_background_in_no_bin() -> None:

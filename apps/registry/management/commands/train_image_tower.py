@@ -34,6 +34,9 @@ class Command(BaseCommand):
             help="frozen pretrained backbone under a trained head (a model spec name), or 'none' to train a ResNet "
             "from scratch on the pixels",
         )
+        parser.add_argument(
+            "--no-zoom", action="store_true", help="describe the whole photo only, without the 1.5x centre zoom"
+        )
         parser.add_argument("--epochs", type=int, default=TowerConfig.epochs)
         parser.add_argument("--image-size", type=int, default=TowerConfig.image_size)
         parser.add_argument("--batch-size", type=int, default=TowerConfig.batch_size)
@@ -63,6 +66,7 @@ class Command(BaseCommand):
             _write_holdout(options["catalog"], {p.id for p in held_out}, out / "holdout.csv")
         config = TowerConfig(
             backbone="" if options["backbone"] in ("", "none") else options["backbone"],
+            zoom=not options["no_zoom"],
             epochs=options["epochs"],
             image_size=options["image_size"],
             batch_size=options["batch_size"],
