@@ -21,6 +21,7 @@ FAMILIES: dict[str, str] = {
     "hf-blip-vqa": "ml.tasks.captioning:BlipQuestionAnswerer",
     "lit-image-tower": "ml.lit.model:LitEncoder",
     "fusion-head": "ml.fusion.heads:load_head",
+    "moderation-model": "ml.tasks.moderation_model:load_moderation_model",
     "onnx-open-nsfw": "ml.detectors.nsfw:OpenNsfwScorer",
     "onnx-nudenet": "ml.detectors.nudenet:NudeNetDetector",
     "mtcnn": "ml.detectors.faces:FaceDetector",

@@ -1,8 +1,9 @@
 """The moderation app's adapter to the ML core: a post's text and image bytes in, scores with evidence out.
 
-The signal models (the offline pack) are loaded once per worker process; the fusion head is the registered version
-the caller names (the champion when the job was queued). With no fusion head the result carries the evidence and no
-scores, and says so: every category then goes to human review.
+The signal models (the offline pack) are loaded once per worker process; the moderation model (``ml.tasks.
+moderation_model``: n-grams, fusion head, detector fallbacks) is the registered version the caller names (the
+champion when the job was queued). With no model the result carries the evidence and no scores, and says so: every
+category then goes to human review.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class EvidencePicture:
 
 @dataclass(frozen=True)
 class ScoredPost:
-    scores: dict[str, float]  # calibrated probability per category the fusion head knows; empty without a head
+    scores: dict[str, float]  # calibrated probability per category the model scores; empty without a model
     evidence: dict[str, Any]  # JSON-ready
     pictures: list[EvidencePicture]
     model_versions: dict[str, str]  # role -> name@version, the fusion head included
@@ -68,18 +69,17 @@ def score_post(*, text: str, image: bytes | None, fusion: ModelVersion | None) -
         evidence["fusion"] = {"available": False, "note": "no moderation fusion head is champion: a human decides"}
     else:
         fusion_started = time.perf_counter()
-        predictor = ml.load(fusion.name, spec=ModelSpec.from_dict(fusion.spec))
-        prediction = predictor.predict(
-            _row(signals.image_features, predictor.head.shape.image_dim),
-            _row(signals.text_features, predictor.head.shape.text_dim),
-            image_present=np.array([signals.image_features is not None]),
-            text_present=np.array([signals.text_features is not None]),
-        )
-        scores = {
-            category: round(float(prediction.probabilities[0, index]), 6)
-            for index, category in enumerate(prediction.categories)
+        model = ml.load(fusion.name, spec=ModelSpec.from_dict(fusion.spec))
+        model.check_layout(models.image_feature_names, models.text_dim)
+        (scored,) = model.predict([signals])
+        scores = {category: round(score, 6) for category, score in scored.scores.items()}
+        evidence["fusion"] = {
+            "available": True,
+            "thresholds": model.thresholds,
+            "sources": scored.sources,
+            "not_scored": scored.not_scored,
+            **scored.explanation,
         }
-        evidence["fusion"] = {"available": True, **prediction.explanations[0]}
         versions["fusion"] = fusion.label
         timings["fusion_s"] = round(time.perf_counter() - fusion_started, 4)
     pictures = []
@@ -101,10 +101,6 @@ def score_post(*, text: str, image: bytes | None, fusion: ModelVersion | None) -
             timings["nsfw_heatmap_s"] = round(time.perf_counter() - explain_started, 4)
     timings["total_s"] = round(time.perf_counter() - started, 4)
     return ScoredPost(scores=scores, evidence=evidence, pictures=pictures, model_versions=versions, timings=timings)
-
-
-def _row(features: np.ndarray | None, dim: int) -> np.ndarray:
-    return (features if features is not None else np.zeros(dim, dtype=np.float32))[None, :]
 
 
 def _evidence(signals: PostSignals) -> dict[str, Any]:

@@ -138,6 +138,7 @@ class Route(models.TextChoices):
     APPROVE = "approve"
     REVIEW = "review"
     ACT = "act"
+    NOT_SCORED = "not_scored"  # per category only: the model gives this post no score for it
 
 
 class ModerationResult(models.Model):

@@ -190,22 +190,26 @@ def policies_in_force() -> dict[str, Policy]:
 
 
 def _route(item: ContentItem, result: ModerationResult) -> None:
-    """Per category: below ``allow_below`` approve, above ``block_above`` act, between them a human looks. A
-    category without a score (no fusion head, or one trained without it) goes to a human too."""
+    """Per category: below ``allow_below`` approve, above ``block_above`` act, between them a human looks. Without a
+    moderation model every category goes to a human. A category the model does not score for this post (one it was
+    never trained on, or a detector fallback on a post without an image) is ``not_scored``: it neither approves nor
+    holds the post, and the result says why."""
     routes: dict[str, dict[str, Any]] = {}
+    not_scored = result.evidence.get("fusion", {}).get("not_scored", {})
     for slug, policy in policies_in_force().items():
         score = result.scores.get(slug)
-        if score is None:
+        entry: dict[str, Any] = {"score": score, "policy": policy.to_dict()}
+        if score is None and result.fusion_model is not None:
+            route = Route.NOT_SCORED
+            entry["why"] = not_scored.get(slug, "the model was not trained on this category")
+        elif score is None or policy.allow_below <= score <= policy.block_above:
             route = Route.REVIEW
         elif score < policy.allow_below:
             route = Route.APPROVE
-        elif score > policy.block_above:
-            route = Route.ACT
         else:
-            route = Route.REVIEW
-        routes[slug] = {"route": str(route), "score": score, "policy": policy.to_dict()}
+            route = Route.ACT
+        routes[slug] = {"route": str(route), **entry}
     acting = [slug for slug, entry in routes.items() if entry["route"] == Route.ACT]
-    unscored = [slug for slug, entry in routes.items() if entry["score"] is None]
     if acting:
         overall = Route.ACT
     elif any(entry["route"] == Route.REVIEW for entry in routes.values()):
@@ -216,7 +220,7 @@ def _route(item: ContentItem, result: ModerationResult) -> None:
     result.save(update_fields=["routes", "route"])
 
     if overall == Route.REVIEW:
-        reason = ReviewReason.NO_MODEL if unscored and not result.fusion_model else ReviewReason.UNCERTAIN
+        reason = ReviewReason.NO_MODEL if result.fusion_model is None else ReviewReason.UNCERTAIN
         item.status = ItemStatus.IN_REVIEW
         item.save(update_fields=["status"])
         ReviewTask.objects.create(item=item, result=result, reason=reason)

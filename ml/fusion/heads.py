@@ -689,26 +689,33 @@ def write_head(
 def load_head(path: Path, *, spec: ModelSpec, device: str = "cpu") -> FusionPredictor:
     """Rebuild a saved head as a ``FusionPredictor`` (``ml.load`` calls this for family ``fusion-head``).
 
-    Weights are read with safetensors, never pickle. The spec's thresholds, where it has them, override the saved
-    ones (an ML admin may retune them without retraining); its labels must match the saved categories.
+    The spec's thresholds, where it has them, override the saved ones (an ML admin may retune them without
+    retraining); its labels must match the saved categories.
     """
+    predictor = read_head(path, model_version=f"{spec.name}@{spec.version}", device=device)
+    if spec.labels and list(spec.labels) != predictor.categories:
+        raise ValueError(f"spec {spec.name!r} labels {spec.labels} differ from the saved head's {predictor.categories}")
+    predictor.thresholds.update({name: float(value) for name, value in spec.thresholds.items()})
+    return predictor
+
+
+def read_head(path: Path, *, model_version: str = "", device: str = "cpu") -> FusionPredictor:
+    """The head that ``write_head`` saved in ``path``, with its saved thresholds. Weights are read with
+    safetensors, never pickle."""
     from safetensors.torch import load_file
 
     path = Path(path)
     config = json.loads((path / CONFIG_FILE).read_text())
     if config.get("format") != SAVE_FORMAT:
         raise ValueError(f"{path} holds fusion head format {config.get('format')!r}, this code reads {SAVE_FORMAT!r}")
-    categories = list(config["categories"])
-    if spec.labels and list(spec.labels) != categories:
-        raise ValueError(f"spec {spec.name!r} labels {spec.labels} differ from the saved head's {categories}")
     head = build_head(HeadShape(**config["shape"]))
     head.load_state_dict(load_file(str(path / WEIGHTS_FILE), device="cpu"), strict=True)
-    logger.info("loaded fusion head %s %s (%s) from %s", spec.name, spec.version, head.kind, path)
+    logger.info("loaded fusion head %s (%s) from %s", model_version, head.kind, path)
     return FusionPredictor(
         head,
         calibrator=calibrator_from_dict(config["calibrator"]),
-        categories=categories,
-        thresholds={**config["thresholds"], **spec.thresholds},
-        model_version=f"{spec.name}@{spec.version}",
+        categories=list(config["categories"]),
+        thresholds=dict(config["thresholds"]),
+        model_version=model_version,
         device=device,
     )

@@ -88,12 +88,19 @@ def info_nce_loss(
 
 
 def masked_bce_with_logits(
-    logits: Tensor, labels: Tensor, mask: Tensor | None = None, *, pos_weight: Tensor | None = None
+    logits: Tensor,
+    labels: Tensor,
+    mask: Tensor | None = None,
+    *,
+    pos_weight: Tensor | None = None,
+    weight: Tensor | None = None,
 ) -> Tensor:
-    """Mean binary cross-entropy over the known entries of ``labels`` [N, C]; ``mask`` [N, C] says which are known.
+    """Weighted mean binary cross-entropy over the known entries of ``labels`` [N, C]; ``mask`` [N, C] says which
+    are known.
 
     Unknown entries contribute nothing, whatever value (NaN included) they hold. ``pos_weight`` [C] weighs positives
-    per category. A batch with no known entry gives a zero loss that still carries a gradient.
+    per category, ``weight`` [N, C] each entry (a label the data only presumes may count less than a stated one). A
+    batch with no known entry gives a zero loss that still carries a gradient.
     """
     if logits.shape != labels.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} differ in shape")
@@ -101,4 +108,6 @@ def masked_bce_with_logits(
     targets = torch.where(known, labels.to(logits.dtype), torch.zeros_like(logits))
     per_entry = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight, reduction="none")
     weights = known.to(logits.dtype)
+    if weight is not None:
+        weights = weights * weight.to(logits.dtype)
     return (per_entry * weights).sum() / weights.sum().clamp(min=1.0)

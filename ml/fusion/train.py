@@ -38,8 +38,9 @@ class FusionData:
     """Precomputed features and multi-label targets for N items (numpy arrays).
 
     ``labels`` [N, C] holds 0/1 where ``label_mask`` [N, C] is True (None: every label known); elsewhere anything,
-    NaN included. ``image_present`` / ``text_present`` [N] mark items lacking a modality (None: all present); the
-    features of a missing modality are ignored. ``image_patches`` [N, P, Dv] (or [N, rows, cols, Dv]), ``text_tokens``
+    NaN included. ``label_weight`` [N, C] weighs each known label in the training loss (None: all 1).
+    ``image_present`` / ``text_present`` [N] mark items lacking a modality (None: all present); the features of a
+    missing modality are ignored. ``image_patches`` [N, P, Dv] (or [N, rows, cols, Dv]), ``text_tokens``
     [N, L, Dt] and ``text_token_mask`` [N, L] feed the cross-attention head.
     """
 
@@ -52,6 +53,7 @@ class FusionData:
     image_patches: np.ndarray | None = None
     text_tokens: np.ndarray | None = None
     text_token_mask: np.ndarray | None = None
+    label_weight: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         count = len(self.labels)
@@ -70,8 +72,10 @@ class FusionData:
             array = getattr(self, name)
             if array is not None and (np.ndim(array) != ndim or len(array) != count):
                 raise ValueError(f"{name} must have {ndim} dimensions and {count} rows, got shape {np.shape(array)}")
-        if self.label_mask is not None and np.shape(self.label_mask) != np.shape(self.labels):
-            raise ValueError(f"label_mask {np.shape(self.label_mask)} must match labels {np.shape(self.labels)}")
+        for name in ("label_mask", "label_weight"):
+            array = getattr(self, name)
+            if array is not None and np.shape(array) != np.shape(self.labels):
+                raise ValueError(f"{name} {np.shape(array)} must match labels {np.shape(self.labels)}")
         if self.image_patches is not None and (
             np.ndim(self.image_patches) not in (3, 4) or len(self.image_patches) != count
         ):
@@ -110,6 +114,7 @@ class FusionData:
             "text_token_mask": tensor(self.text_token_mask, torch.bool),
             "labels": tensor(np.where(known, np.nan_to_num(np.asarray(self.labels, dtype=np.float32)), 0.0)),
             "label_mask": tensor(known, torch.bool),
+            "label_weight": tensor(self.label_weight),
         }
 
 
@@ -283,7 +288,11 @@ def train_fusion_head(
                 labels = batch["labels"]
                 assert labels is not None
                 loss = masked_bce_with_logits(
-                    _head_logits(head, batch), labels, batch["label_mask"], pos_weight=pos_weight
+                    _head_logits(head, batch),
+                    labels,
+                    batch["label_mask"],
+                    pos_weight=pos_weight,
+                    weight=batch["label_weight"],
                 )
                 optimiser.zero_grad()
                 loss.backward()

@@ -1,0 +1,56 @@
+"""``manage.py moderation_train --data DIR``: train a moderation model on labelled files and reviewed decisions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from apps.moderation.services import FUSION_MODEL_NAME
+from apps.moderation.training import moderation_train
+from apps.ops.progress import StageBar
+from apps.registry.services import RegistryError
+from ml.tasks.moderation_datasets import DatasetError
+from ml.tasks.moderation_model import ModerationTrainingConfig
+
+
+class Command(BaseCommand):
+    help = (
+        "Train a moderation model on labelled files (the layouts of shared/data/moderation, any subset of its "
+        "folders) plus every reviewed decision; register it, and promote it when it beats the champion on the "
+        "reviewed hold-out (or when there is no champion). Prints `registered NAME@VERSION` last."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--data", type=Path, action="append", default=[], help="a directory of labelled files (repeatable)"
+        )
+        parser.add_argument("--name", default=FUSION_MODEL_NAME, help="model name to register")
+        parser.add_argument("--head", choices=("gated", "late"), default=ModerationTrainingConfig.head_kind)
+        parser.add_argument("--epochs", type=int, default=ModerationTrainingConfig.epochs)
+        parser.add_argument("--seed", type=int, default=ModerationTrainingConfig.seed)
+        parser.add_argument("--no-promote", action="store_true", help="register the candidate only")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        config = ModerationTrainingConfig(head_kind=options["head"], epochs=options["epochs"], seed=options["seed"])
+        try:
+            with StageBar() as progress:
+                outcome = moderation_train(
+                    data_dirs=options["data"],
+                    name=options["name"],
+                    config=config,
+                    promote=not options["no_promote"],
+                    on_progress=progress,
+                )
+        except (DatasetError, RegistryError, ValueError) as error:
+            raise CommandError(str(error)) from error
+        test = outcome.version.metrics.get("test", {})
+        for category, figures in sorted(test.get("categories", {}).items()):
+            shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in figures.items()}
+            self.stderr.write(f"  test {category}: {json.dumps(shown)}")
+        self.stderr.write(f"promotion: {outcome.promotion['reason']}")
+        state = "champion" if outcome.promoted else outcome.version.status
+        self.stderr.write(f"{outcome.version.label} is {state}")
+        self.stdout.write(f"registered {outcome.version.label}")

@@ -1,0 +1,505 @@
+"""The moderation model: what turns a post's signals (``ml.tasks.moderation``) into calibrated per-category scores.
+
+Three parts, trained together by ``train_moderation_model`` and saved in one directory (family
+``moderation-model``):
+
+- an n-gram classifier (``ml.tasks.ngrams``) that reads the post's text (with its OCR text) and gives one logit per
+  category;
+- a fusion head (``ml.fusion``, gated by default) over the image features and the text features (MiniLM embedding,
+  profanity score and the n-gram logits), calibrated by temperature, with per-category thresholds chosen on the
+  validation precision/recall curves. The gate is the modality attribution a reviewer sees;
+- detector fallbacks: a category no labelled data taught the head (the shipped datasets have no labelled images, so
+  ``adult_content`` until reviewers label some) is scored by the packaged detector made for it, marked as such in
+  every result. A post without an image gets no fallback score: the category is ``not_scored`` with the reason.
+
+A head that no labelled image taught (fewer than ``MIN_LABELLED`` training posts with an image) reads text only:
+the image then speaks through the detector fallbacks and its OCR text, and a post with neither text nor OCR text
+gets no fused score (``not_scored``, with the reason) rather than the guess of an untrained image branch.
+
+Features are standardised with the training means and deviations, stored with the model, and the image feature
+layout the head learnt is recorded: a head is never fed another layout (``LayoutMismatch``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml.eval.classification import binary_report
+from ml.fusion.heads import FusionPredictor, read_head
+from ml.fusion.train import FusionConfig, FusionData, TrainedFusionHead, train_fusion_head
+from ml.sources import sha256_path
+from ml.specs import ModelSpec
+from ml.tasks.moderation import PostSignals
+from ml.tasks.ngrams import MIN_LABELLED, NgramClassifier
+
+logger = logging.getLogger(__name__)
+
+FAMILY = "moderation-model"
+CONFIG_FILE = "moderation.json"
+STANDARDISATION_FILE = "standardisation.npz"
+HEAD_DIR = "head"
+# category -> (image feature, threshold): the packaged detector that scores a category no labels taught. OpenNSFW's
+# authors read scores above 0.8 as "very likely NSFW".
+DETECTOR_FALLBACKS: dict[str, tuple[str, float]] = {"adult_content": ("nsfw", 0.8)}
+# Categories that go together: a post positive in one is not presumed negative in the others (hate speech is
+# harassment, and often threatens violence).
+RELATED_CATEGORIES: tuple[frozenset[str], ...] = (frozenset({"hate_speech", "harassment", "violence"}),)
+Progress = Callable[[str, int, int], None]
+
+
+class LayoutMismatch(ValueError):
+    """The signals' feature layout is not the one the model was trained on."""
+
+
+@dataclass
+class LabelledSignals:
+    """A post's signals and its known labels (only the categories its source speaks to)."""
+
+    signals: PostSignals
+    labels: dict[str, int]
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class ModerationTrainingConfig:
+    head_kind: str = "gated"
+    hidden: int = 128
+    epochs: int = 60
+    lr: float = 3e-3
+    dropout: float = 0.2
+    modality_dropout: float = 0.2
+    ngram_strength: float = 4.0
+    ngram_folds: int = 2  # the head learns from out-of-fold n-gram logits, as it will meet them on new posts
+    # A post is presumed negative, at this weight, for the categories its source does not label (a tweet is no
+    # spam, a spam text no hate speech): without it a head trained on single-category sources says anything about
+    # the categories a post's source never spoke to. Not for categories related to one it is positive in.
+    presumed_negative_weight: float = 0.1
+    validation_share: float = 0.1
+    test_share: float = 0.1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModerationScores:
+    """One post's calibrated score per category it could be scored on, and why the others were not."""
+
+    scores: dict[str, float]
+    not_scored: dict[str, str]
+    decisions: dict[str, bool]  # score >= the model's threshold
+    sources: dict[str, str]  # category -> "fusion" or "detector:FEATURE"
+    explanation: dict[str, Any]
+
+
+class ModerationModel:
+    """A moderation model ready to score signals: trained (``TrainedModerationModel.model``) or loaded from its
+    directory (``load_moderation_model``, which ``ml.load`` calls for family ``moderation-model``)."""
+
+    def __init__(
+        self,
+        *,
+        ngrams: NgramClassifier,
+        head: FusionPredictor,
+        standardisation: dict[str, np.ndarray],
+        image_feature_names: Sequence[str],
+        text_signal_dim: int,
+        fallbacks: dict[str, tuple[str, float]],
+        reads_image: bool,
+        model_version: str = "",
+    ) -> None:
+        self.ngrams, self.head, self.standardisation = ngrams, head, standardisation
+        self.reads_image = reads_image
+        self.image_feature_names = list(image_feature_names)
+        self.text_signal_dim = text_signal_dim
+        self.fallbacks = fallbacks
+        self.model_version = model_version
+        self.categories = [*head.categories, *fallbacks]
+        self.thresholds = {**head.thresholds, **{name: t for name, (_, t) in fallbacks.items()}}
+
+    def check_layout(self, image_feature_names: Sequence[str], text_signal_dim: int) -> None:
+        if list(image_feature_names) != self.image_feature_names or text_signal_dim != self.text_signal_dim:
+            raise LayoutMismatch(
+                f"{self.model_version} was trained on image features {self.image_feature_names} and "
+                f"{self.text_signal_dim} text signals; these signals have {list(image_feature_names)} and "
+                f"{text_signal_dim}: retrain it (manage.py moderation_train) for the new signal models"
+            )
+
+    def predict(self, posts: Sequence[PostSignals], *, explain: bool = True) -> list[ModerationScores]:
+        if not posts:
+            return []
+        image, text, image_present, text_present = _inputs(
+            posts,
+            self.ngrams,
+            len(self.image_feature_names),
+            self.text_signal_dim,
+            self.standardisation,
+            reads_image=self.reads_image,
+        )
+        prediction = self.head.predict(image, text, image_present=image_present, text_present=text_present)
+        results = []
+        for row, post in enumerate(posts):
+            not_scored: dict[str, str] = {}
+            scores: dict[str, float] = {}
+            if image_present[row] or text_present[row]:
+                scores = {name: float(prediction.probabilities[row, i]) for i, name in enumerate(prediction.categories)}
+            else:
+                not_scored = dict.fromkeys(
+                    prediction.categories, "no text: this model learnt from text only, and none was read in the image"
+                )
+            sources = dict.fromkeys(scores, "fusion")
+            for name, (feature, _) in self.fallbacks.items():
+                if post.image_features is None:
+                    not_scored[name] = f"no image: {name} is scored by the {feature} detector alone (no labelled data)"
+                else:
+                    scores[name] = float(post.image_features[self.image_feature_names.index(feature)])
+                    sources[name] = f"detector:{feature}"
+            explanation: dict[str, Any] = {}
+            if explain and not_scored.keys().isdisjoint(prediction.categories):
+                explanation = dict(prediction.explanations[row])
+                if post.text.strip():
+                    explanation["terms"] = {
+                        name: self.ngrams.top_terms(post.text, name)
+                        for name in prediction.categories
+                        if name in scores and scores[name] >= self.thresholds[name]
+                    }
+            results.append(
+                ModerationScores(
+                    scores=scores,
+                    not_scored=not_scored,
+                    decisions={name: score >= self.thresholds[name] for name, score in scores.items()},
+                    sources=sources,
+                    explanation=explanation,
+                )
+            )
+        return results
+
+
+def load_moderation_model(path: Path, *, spec: ModelSpec, device: str = "cpu") -> ModerationModel:
+    """Read a model that ``save_moderation_model`` wrote. The spec's thresholds, where it has them, override the
+    saved ones (an ML admin may retune them without retraining)."""
+    path = Path(path)
+    config = json.loads((path / CONFIG_FILE).read_text())
+    with np.load(path / STANDARDISATION_FILE, allow_pickle=False) as data:
+        standardisation = {key: data[key] for key in data.files}
+    label = f"{spec.name}@{spec.version}"
+    head = read_head(path / HEAD_DIR, model_version=label, device=device)
+    head.thresholds.update({name: float(spec.thresholds[name]) for name in head.categories if name in spec.thresholds})
+    fallbacks = {
+        name: (feature, float(spec.thresholds.get(name, threshold)))
+        for name, (feature, threshold) in config["fallbacks"].items()
+    }
+    return ModerationModel(
+        ngrams=NgramClassifier.load(path),
+        head=head,
+        standardisation=standardisation,
+        image_feature_names=config["image_feature_names"],
+        text_signal_dim=int(config["text_signal_dim"]),
+        fallbacks=fallbacks,
+        reads_image=bool(config["reads_image"]),
+        model_version=label,
+    )
+
+
+def _inputs(
+    posts: Sequence[PostSignals],
+    ngrams: NgramClassifier,
+    image_dim: int,
+    text_signal_dim: int,
+    standardisation: dict[str, np.ndarray],
+    ngram_logits: np.ndarray | None = None,
+    *,
+    reads_image: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The head's standardised inputs: image [N, Dv], text [N, Dt + C], and which posts have each (a head that
+    does not read images sees every image as absent)."""
+    count = len(posts)
+    image_present = np.array([reads_image and post.image_features is not None for post in posts], dtype=bool)
+    text_present = np.array([post.text_features is not None for post in posts])
+    image = np.zeros((count, image_dim), dtype=np.float32)
+    for row, post in enumerate(posts):
+        if image_present[row]:
+            image[row] = post.image_features
+    if ngram_logits is None:
+        ngram_logits = np.zeros((count, len(ngrams.categories)), dtype=np.float32)
+        with_text = np.flatnonzero(text_present)
+        if len(with_text):
+            ngram_logits[with_text] = ngrams.logits([posts[row].text for row in with_text])
+    text = np.zeros((count, text_signal_dim + ngram_logits.shape[1]), dtype=np.float32)
+    for row, post in enumerate(posts):
+        if post.text_features is not None:
+            text[row, :text_signal_dim] = post.text_features
+            text[row, text_signal_dim:] = ngram_logits[row]
+    image = (image - standardisation["image_mean"]) / standardisation["image_std"]
+    text = (text - standardisation["text_mean"]) / standardisation["text_std"]
+    image[~image_present], text[~text_present] = 0.0, 0.0
+    return image.astype(np.float32), text.astype(np.float32), image_present, text_present
+
+
+@dataclass
+class TrainedModerationModel:
+    ngrams: NgramClassifier
+    head: TrainedFusionHead
+    standardisation: dict[str, np.ndarray]
+    image_feature_names: list[str]
+    text_signal_dim: int
+    fallbacks: dict[str, tuple[str, float]]
+    not_trained: dict[str, str]
+    reads_image: bool
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def categories(self) -> list[str]:
+        return [*self.head.categories, *self.fallbacks]
+
+    def model(self) -> ModerationModel:
+        return ModerationModel(
+            ngrams=self.ngrams,
+            head=self.head.predictor(),
+            standardisation=self.standardisation,
+            image_feature_names=self.image_feature_names,
+            text_signal_dim=self.text_signal_dim,
+            fallbacks=self.fallbacks,
+            reads_image=self.reads_image,
+        )
+
+
+def split_of(post: LabelledSignals, config: ModerationTrainingConfig) -> str:
+    """ "train", "validation" or "test": a stable hash of the post's source and text, so a post keeps its split
+    across runs and a duplicate text never sits on both sides."""
+    digest = hashlib.sha256(f"{config.seed}:{post.source}:{post.signals.text}".encode()).digest()
+    share = int.from_bytes(digest[:8], "big") / 2**64
+    if share < config.test_share:
+        return "test"
+    if share < config.test_share + config.validation_share:
+        return "validation"
+    return "train"
+
+
+def _related_to_positive(positive: np.ndarray, categories: Sequence[str]) -> np.ndarray:
+    """[N, C] bool: the post is positive in this category or in one related to it."""
+    related = np.eye(len(categories), dtype=bool)
+    for group in RELATED_CATEGORIES:
+        for i, a in enumerate(categories):
+            for j, b in enumerate(categories):
+                related[i, j] |= a in group and b in group
+    return (positive.astype(np.int32) @ related.astype(np.int32)) > 0
+
+
+def label_arrays(posts: Sequence[LabelledSignals], categories: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(labels [N, C] float 0/1, known [N, C] bool)."""
+    labels = np.zeros((len(posts), len(categories)), dtype=np.float32)
+    known = np.zeros((len(posts), len(categories)), dtype=bool)
+    for row, post in enumerate(posts):
+        for column, name in enumerate(categories):
+            if name in post.labels:
+                labels[row, column], known[row, column] = float(post.labels[name]), True
+    return labels, known
+
+
+def train_moderation_model(
+    posts: Sequence[LabelledSignals],
+    *,
+    categories: Sequence[str],
+    image_feature_names: Sequence[str],
+    text_signal_dim: int,
+    config: ModerationTrainingConfig | None = None,
+    on_progress: Progress | None = None,
+) -> TrainedModerationModel:
+    """Train the n-gram classifier and the fusion head on ``posts`` (split by ``split_of``), calibrate on the
+    validation split, choose thresholds there, and measure on the test split (``metrics``)."""
+    config = config or ModerationTrainingConfig()
+    report = on_progress or (lambda stage, done, total: None)
+    splits: dict[str, list[LabelledSignals]] = {"train": [], "validation": [], "test": []}
+    for post in posts:
+        splits[split_of(post, config)].append(post)
+    train, validation, test = splits["train"], splits["validation"], splits["test"]
+    train_labels, train_known = label_arrays(train, categories)
+    validation_labels, validation_known = label_arrays(validation, categories)
+    learnt, not_trained = [], {}
+    for column, name in enumerate(categories):
+        positives = int((train_labels[train_known[:, column], column] > 0.5).sum())
+        negatives = int(train_known[:, column].sum()) - positives
+        validation_positives = int((validation_labels[validation_known[:, column], column] > 0.5).sum())
+        if min(positives, negatives) >= MIN_LABELLED and validation_positives > 0:
+            learnt.append(name)
+        else:
+            not_trained[name] = f"{positives} positive and {negatives} negative training posts (need {MIN_LABELLED})"
+    if not learnt:
+        raise ValueError(f"no category has enough labelled posts to train on: {not_trained}")
+    fallbacks = {name: DETECTOR_FALLBACKS[name] for name in not_trained if name in DETECTOR_FALLBACKS}
+    columns = [list(categories).index(name) for name in learnt]
+    logger.info("training on %d posts (%d validation, %d test): %s", len(train), len(validation), len(test), learnt)
+
+    # The n-gram classifier: out-of-fold logits for the training posts, the full model for the others.
+    train_texts = [post.signals.text for post in train]
+    train_logits = np.zeros((len(train), len(learnt)), dtype=np.float32)
+    fold = np.random.default_rng(config.seed).integers(0, config.ngram_folds, len(train))
+    y, known = train_labels[:, columns], train_known[:, columns]
+    for part in range(config.ngram_folds):
+        report("n-gram folds", part, config.ngram_folds + 1)
+        inside, outside = np.flatnonzero(fold != part), np.flatnonzero(fold == part)
+        model = NgramClassifier.fit(
+            [train_texts[i] for i in inside], y[inside], known[inside], learnt, strength=config.ngram_strength
+        )
+        train_logits[outside] = model.logits([train_texts[i] for i in outside])
+    report("n-gram folds", config.ngram_folds, config.ngram_folds + 1)
+    ngrams = NgramClassifier.fit(train_texts, y, known, learnt, strength=config.ngram_strength)
+    report("n-gram folds", config.ngram_folds + 1, config.ngram_folds + 1)
+
+    labelled_images = sum(post.signals.image_features is not None for post in train)
+    reads_image = labelled_images >= MIN_LABELLED
+    standardisation = _standardisation(train, train_logits, len(image_feature_names), text_signal_dim)
+
+    def data(split: list[LabelledSignals], logits: np.ndarray | None = None, *, presume: bool = False) -> FusionData:
+        image, text, image_present, text_present = _inputs(
+            [post.signals for post in split],
+            ngrams,
+            len(image_feature_names),
+            text_signal_dim,
+            standardisation,
+            logits,
+            reads_image=reads_image,
+        )
+        labels, known = label_arrays(split, learnt)
+        weight = known.astype(np.float32)
+        if presume:
+            presumed = ~known & ~_related_to_positive(labels > 0.5, learnt)
+            known = known | presumed
+            weight[presumed] = config.presumed_negative_weight
+        return FusionData(
+            image, text, labels, known, image_present=image_present, text_present=text_present, label_weight=weight
+        )
+
+    report("fusion head", 0, config.epochs)
+    head = train_fusion_head(
+        FusionConfig(
+            kind=config.head_kind,
+            categories=tuple(learnt),
+            hidden=config.hidden,
+            dropout=config.dropout,
+            epochs=config.epochs,
+            lr=config.lr,
+            modality_dropout=config.modality_dropout,
+            batch_size=256,
+            patience=8,
+        ),
+        data(train, train_logits, presume=True),
+        data(validation),
+        seed=config.seed,
+        on_progress=lambda epoch, epochs: report("fusion head", epoch, epochs),
+    )
+    trained = TrainedModerationModel(
+        ngrams=ngrams,
+        head=head,
+        standardisation=standardisation,
+        image_feature_names=list(image_feature_names),
+        text_signal_dim=text_signal_dim,
+        fallbacks=fallbacks,
+        not_trained={name: reason for name, reason in not_trained.items() if name not in fallbacks},
+        reads_image=reads_image,
+    )
+    model = trained.model()
+    scored = [result.scores for result in model.predict([post.signals for post in test], explain=False)]
+    trained.metrics = {
+        "test": scores_report(scored, [post.labels for post in test], model.thresholds),
+        "test_by_source": {
+            source: scores_report(
+                [s for s, post in zip(scored, test, strict=True) if post.source == source],
+                [post.labels for post in test if post.source == source],
+                model.thresholds,
+            )
+            for source in sorted({post.source for post in test})
+        },
+        "validation": head.validation_metrics,
+        "posts": {"train": len(train), "validation": len(validation), "test": len(test)},
+        "labelled_images": labelled_images,
+        "not_trained": not_trained,
+        "fallbacks": {name: {"feature": f, "threshold": t} for name, (f, t) in fallbacks.items()},
+        "config": asdict(config),
+    }
+    return trained
+
+
+def _standardisation(
+    train: Sequence[LabelledSignals], ngram_logits: np.ndarray, image_dim: int, text_signal_dim: int
+) -> dict[str, np.ndarray]:
+    images = [post.signals.image_features for post in train if post.signals.image_features is not None]
+    rows = [i for i, post in enumerate(train) if post.signals.text_features is not None]
+    texts = [np.concatenate([train[i].signals.text_features, ngram_logits[i]]) for i in rows]  # type: ignore[list-item]
+
+    def moments(vectors: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        if not vectors:
+            return np.zeros(dim, dtype=np.float32), np.ones(dim, dtype=np.float32)
+        stacked = np.stack(vectors).astype(np.float64)
+        return stacked.mean(axis=0).astype(np.float32), np.maximum(stacked.std(axis=0), 1e-3).astype(np.float32)
+
+    image_mean, image_std = moments(images, image_dim)
+    text_mean, text_std = moments(texts, text_signal_dim + ngram_logits.shape[1])
+    return {"image_mean": image_mean, "image_std": image_std, "text_mean": text_mean, "text_std": text_std}
+
+
+def scores_report(
+    scores: Sequence[dict[str, float]], labels: Sequence[dict[str, int]], thresholds: dict[str, float]
+) -> dict[str, Any]:
+    """Per category, over the posts labelled for it and scored on it: n, positives, accuracy, precision, recall,
+    F1 (at ``thresholds``), ROC-AUC and ECE; an undefined metric is None. Also ``macro_f1`` over the categories
+    with a defined F1."""
+    categories: dict[str, Any] = {}
+    names = sorted({name for label in labels for name in label} & set(thresholds))
+    for name in names:
+        pairs = [(s[name], label[name]) for s, label in zip(scores, labels, strict=True) if name in label and name in s]
+        if not pairs:
+            continue
+        values, truth = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]) > 0.5
+        categories[name] = dict(binary_report(truth, values, thresholds[name]))
+    f1s = [report["f1"] for report in categories.values() if report["f1"] is not None]
+    return {"categories": categories, "macro_f1": float(np.mean(f1s)) if f1s else None}
+
+
+def save_moderation_model(
+    trained: TrainedModerationModel, out_dir: Path, *, name: str, version: str, extra: dict[str, Any] | None = None
+) -> ModelSpec:
+    """Write the model into ``out_dir`` and return its spec (family ``moderation-model``, source ``file:out_dir``)."""
+    from ml.fusion.heads import write_head
+
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trained.ngrams.save(out_dir)
+    np.savez(out_dir / STANDARDISATION_FILE, **trained.standardisation)
+    head = trained.head
+    write_head(
+        out_dir / HEAD_DIR,
+        head.head,
+        calibrator=head.calibrator,
+        categories=head.categories,
+        thresholds=head.thresholds,
+        extra={"training": head.config.to_dict()},
+    )
+    config = {
+        "categories": trained.categories,
+        "image_feature_names": trained.image_feature_names,
+        "text_signal_dim": trained.text_signal_dim,
+        "fallbacks": {name: list(value) for name, value in trained.fallbacks.items()},
+        "not_trained": trained.not_trained,
+        "reads_image": trained.reads_image,
+    }
+    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return ModelSpec(
+        name=name,
+        version=version,
+        family=FAMILY,
+        source=f"file:{out_dir}",
+        sha256=sha256_path(out_dir),
+        task="multi-label-classification",
+        labels=trained.categories,
+        thresholds=trained.model().thresholds,
+        licence="trained here on the data named in its metrics",
+        extra={"head_kind": head.head.kind, "metrics": trained.metrics, **(extra or {})},
+    )
