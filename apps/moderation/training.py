@@ -88,8 +88,8 @@ def moderation_train(
             for signals, post in zip(file_signals, posts, strict=True)
         ),
         *(
-            LabelledSignals(signals, labels, "reviewed")
-            for signals, (_, labels) in zip(reviewed_signals, trainable, strict=True)
+            LabelledSignals(signals, labels, "reviewed", key=str(item.pk))
+            for signals, (item, labels) in zip(reviewed_signals, trainable, strict=True)
         ),
     ]
     categories = list(Category.objects.filter(active=True).order_by("slug").values_list("slug", flat=True))

@@ -66,6 +66,7 @@ class LabelledSignals:
     signals: PostSignals
     labels: dict[str, int]
     source: str = ""
+    key: str = ""  # what makes two posts one (the split keeps them together); default: the text
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class ModerationTrainingConfig:
     # A post is presumed negative, at this weight, for the categories its source does not label (a tweet is no
     # spam, a spam text no hate speech): without it a head trained on single-category sources says anything about
     # the categories a post's source never spoke to. Not for categories related to one it is positive in.
-    presumed_negative_weight: float = 0.1
+    presumed_negative_weight: float = 0.25
     validation_share: float = 0.1
     test_share: float = 0.1
     seed: int = 0
@@ -271,9 +272,9 @@ class TrainedModerationModel:
 
 
 def split_of(post: LabelledSignals, config: ModerationTrainingConfig) -> str:
-    """ "train", "validation" or "test": a stable hash of the post's source and text, so a post keeps its split
-    across runs and a duplicate text never sits on both sides."""
-    digest = hashlib.sha256(f"{config.seed}:{post.source}:{post.signals.text}".encode()).digest()
+    """The post's split, "train", "validation" or "test": a stable hash of its source and key (its text unless
+    given), so a post keeps its split across runs and a duplicate never sits on both sides."""
+    digest = hashlib.sha256(f"{config.seed}:{post.source}:{post.key or post.signals.text}".encode()).digest()
     share = int.from_bytes(digest[:8], "big") / 2**64
     if share < config.test_share:
         return "test"
@@ -337,27 +338,37 @@ def train_moderation_model(
     columns = [list(categories).index(name) for name in learnt]
     logger.info("training on %d posts (%d validation, %d test): %s", len(train), len(validation), len(test), learnt)
 
+    # Labels for training: the stated ones, and the presumed negatives (validation and test keep the stated only).
+    y, known = train_labels[:, columns], train_known[:, columns]
+    presumed = ~known & ~_related_to_positive(y > 0.5, learnt)
+    weight = np.where(known, 1.0, np.where(presumed, config.presumed_negative_weight, 0.0)).astype(np.float32)
+    known = known | presumed
+
     # The n-gram classifier: out-of-fold logits for the training posts, the full model for the others.
     train_texts = [post.signals.text for post in train]
     train_logits = np.zeros((len(train), len(learnt)), dtype=np.float32)
     fold = np.random.default_rng(config.seed).integers(0, config.ngram_folds, len(train))
-    y, known = train_labels[:, columns], train_known[:, columns]
+
+    def fit_ngrams(rows: np.ndarray) -> NgramClassifier:
+        texts = [train_texts[i] for i in rows]
+        return NgramClassifier.fit(
+            texts, y[rows], known[rows], learnt, weight=weight[rows], strength=config.ngram_strength
+        )
+
     for part in range(config.ngram_folds):
         report("n-gram folds", part, config.ngram_folds + 1)
-        inside, outside = np.flatnonzero(fold != part), np.flatnonzero(fold == part)
-        model = NgramClassifier.fit(
-            [train_texts[i] for i in inside], y[inside], known[inside], learnt, strength=config.ngram_strength
-        )
+        model = fit_ngrams(np.flatnonzero(fold != part))
+        outside = np.flatnonzero(fold == part)
         train_logits[outside] = model.logits([train_texts[i] for i in outside])
     report("n-gram folds", config.ngram_folds, config.ngram_folds + 1)
-    ngrams = NgramClassifier.fit(train_texts, y, known, learnt, strength=config.ngram_strength)
+    ngrams = fit_ngrams(np.arange(len(train)))
     report("n-gram folds", config.ngram_folds + 1, config.ngram_folds + 1)
 
     labelled_images = sum(post.signals.image_features is not None for post in train)
     reads_image = labelled_images >= MIN_LABELLED
     standardisation = _standardisation(train, train_logits, len(image_feature_names), text_signal_dim)
 
-    def data(split: list[LabelledSignals], logits: np.ndarray | None = None, *, presume: bool = False) -> FusionData:
+    def data(split: list[LabelledSignals], logits: np.ndarray | None = None) -> FusionData:
         image, text, image_present, text_present = _inputs(
             [post.signals for post in split],
             ngrams,
@@ -367,17 +378,12 @@ def train_moderation_model(
             logits,
             reads_image=reads_image,
         )
-        labels, known = label_arrays(split, learnt)
-        weight = known.astype(np.float32)
-        if presume:
-            presumed = ~known & ~_related_to_positive(labels > 0.5, learnt)
-            known = known | presumed
-            weight[presumed] = config.presumed_negative_weight
-        return FusionData(
-            image, text, labels, known, image_present=image_present, text_present=text_present, label_weight=weight
-        )
+        labels, stated = label_arrays(split, learnt)
+        return FusionData(image, text, labels, stated, image_present=image_present, text_present=text_present)
 
     report("fusion head", 0, config.epochs)
+    training_data = data(train, train_logits)
+    training_data.label_mask, training_data.label_weight = known, weight
     head = train_fusion_head(
         FusionConfig(
             kind=config.head_kind,
@@ -390,7 +396,7 @@ def train_moderation_model(
             batch_size=256,
             patience=8,
         ),
-        data(train, train_logits, presume=True),
+        training_data,
         data(validation),
         seed=config.seed,
         on_progress=lambda epoch, epochs: report("fusion head", epoch, epochs),

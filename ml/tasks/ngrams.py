@@ -62,12 +62,14 @@ class NgramClassifier:
         known: np.ndarray,
         categories: Sequence[str],
         *,
+        weight: np.ndarray | None = None,
         strength: float = 4.0,
         bits: int = HASH_BITS,
     ) -> NgramClassifier:
-        """Learn from ``texts`` with 0/1 ``labels`` [N, C] where ``known`` [N, C]. A category with fewer than
-        ``MIN_LABELLED`` positives or negatives gets zero weights (logit 0 for every text). ``strength`` is the
-        inverse L2 penalty; classes are weighted to balance, so a rare category is not drowned."""
+        """Learn from ``texts`` with 0/1 ``labels`` [N, C] where ``known`` [N, C], each label weighted by ``weight``
+        [N, C] (None: all 1). A category with fewer than ``MIN_LABELLED`` positives or negatives gets zero weights
+        (logit 0 for every text). ``strength`` is the inverse L2 penalty; classes are weighted to balance, so a rare
+        category is not drowned."""
         from sklearn.linear_model import LogisticRegression
 
         counts = _counts(texts, bits)
@@ -82,7 +84,7 @@ class NgramClassifier:
             if min(target.sum(), (~target).sum()) < MIN_LABELLED:
                 continue
             model = LogisticRegression(C=strength, class_weight="balanced", max_iter=1000)
-            model.fit(features[rows], target)
+            model.fit(features[rows], target, sample_weight=None if weight is None else weight[rows, index])
             coef[index], intercept[index] = model.coef_[0], model.intercept_[0]
         return cls(categories=list(categories), idf=idf, coef=coef, intercept=intercept, bits=bits)
 

@@ -1,0 +1,126 @@
+"""The moderation model on hand-made signals: what it scores, what it refuses to guess, and how it saves."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ml
+from ml.tasks.moderation import PostSignals
+from ml.tasks.moderation_model import (
+    LabelledSignals,
+    LayoutMismatch,
+    ModerationTrainingConfig,
+    save_moderation_model,
+    train_moderation_model,
+)
+from tests.moderation.corpus import hateful, ordinary, spam
+
+CATEGORIES = ["adult_content", "hate_speech", "spam"]
+IMAGE_FEATURES = ["nsfw", "faces"]
+TEXT_DIM = 8
+
+
+def _signals(text: str, kind: int, rng: np.random.Generator, image: list[float] | None = None) -> PostSignals:
+    features = rng.normal(0, 0.8, TEXT_DIM).astype(np.float32)
+    features[kind] += 2.0  # the "embedding" knows what the text is about
+    return PostSignals(
+        text=text,
+        image=None,
+        text_features=features if text else None,
+        image_features=None if image is None else np.asarray(image, dtype=np.float32),
+        profanity=0.0,
+    )
+
+
+def _posts(images: bool = False) -> list[LabelledSignals]:
+    """Two single-category sources, as the shipped datasets are: tweets labelled for hate speech only, texts
+    labelled for spam only; with ``images``, image-only posts labelled for adult content."""
+    rng, draw = np.random.default_rng(0), random.Random(0)
+    posts = []
+    for _ in range(80):
+        posts.append(LabelledSignals(_signals(hateful(draw), 0, rng), {"hate_speech": 1}, "tweets"))
+        posts.append(LabelledSignals(_signals(ordinary(draw), 1, rng), {"hate_speech": 0}, "tweets"))
+        posts.append(LabelledSignals(_signals(spam(draw), 2, rng), {"spam": 1}, "sms"))
+        posts.append(LabelledSignals(_signals(ordinary(draw), 1, rng), {"spam": 0}, "sms"))
+        if images:
+            explicit = draw.random() < 0.5
+            nsfw = draw.uniform(0.6, 1.0) if explicit else draw.uniform(0.0, 0.4)
+            picture = _signals("", 3, rng, [nsfw, 0.0])
+            posts.append(LabelledSignals(picture, {"adult_content": int(explicit)}, "images", key=f"{len(posts)}"))
+    return posts
+
+
+def _train(posts: list[LabelledSignals]):  # noqa: ANN202 - the trained model
+    return train_moderation_model(
+        posts,
+        categories=CATEGORIES,
+        image_feature_names=IMAGE_FEATURES,
+        text_signal_dim=TEXT_DIM,
+        config=ModerationTrainingConfig(epochs=40, hidden=16),
+    )
+
+
+@pytest.fixture(scope="module")
+def text_trained():  # noqa: ANN201
+    return _train(_posts())
+
+
+def test_a_text_trained_model_scores_text_and_leaves_images_to_the_detector(text_trained, tmp_path: Path) -> None:
+    assert text_trained.reads_image is False and list(text_trained.fallbacks) == ["adult_content"]
+    assert text_trained.metrics["test"]["categories"]["hate_speech"]["f1"] > 0.9
+    assert text_trained.metrics["test"]["categories"]["spam"]["f1"] > 0.9
+    model = text_trained.model()
+    rng, draw = np.random.default_rng(1), random.Random(1)
+
+    hate, picture, meme = model.predict(
+        [
+            _signals(hateful(draw), 0, rng),
+            _signals("", 3, rng, [0.93, 0.0]),
+            _signals(spam(draw), 2, rng, [0.05, 0.0]),
+        ]
+    )
+
+    assert hate.scores["hate_speech"] > 0.9
+    assert hate.scores["spam"] < 0.1, "a tweet is presumed no spam: no source labelled tweets for spam"
+    assert hate.not_scored == {"adult_content": pytest.approx(hate.not_scored["adult_content"])}
+    assert "no image" in hate.not_scored["adult_content"]
+    assert picture.scores == {"adult_content": pytest.approx(0.93)} and picture.sources["adult_content"] == "detector:nsfw"
+    assert picture.decisions["adult_content"] is True  # OpenNSFW's 0.8
+    assert set(picture.not_scored) == {"hate_speech", "spam"}, "no text, and the head never learnt from images"
+    assert meme.scores["spam"] > 0.9 and meme.scores["adult_content"] == pytest.approx(0.05)
+    assert meme.explanation["modality_attribution"] == {"image": 0.0, "text": 1.0}
+
+
+def test_a_saved_model_loads_and_scores_the_same(text_trained, tmp_path: Path) -> None:
+    spec = save_moderation_model(text_trained, tmp_path / "model", name="moderation-test", version="1")
+    loaded = ml.load("moderation-test", spec=spec)
+    rng = np.random.default_rng(2)
+    posts = [_signals("you are vermin", 0, rng), _signals("", 3, rng, [0.5, 0.0])]
+
+    assert [p.scores for p in loaded.predict(posts)] == [p.scores for p in text_trained.model().predict(posts)]
+    assert spec.family == "moderation-model" and spec.labels == ["hate_speech", "spam", "adult_content"]
+    loaded.check_layout(IMAGE_FEATURES, TEXT_DIM)
+    with pytest.raises(LayoutMismatch, match="retrain"):
+        loaded.check_layout(["nsfw", "faces", "new_detector"], TEXT_DIM)
+
+
+def test_labelled_images_teach_the_head_to_read_them() -> None:
+    trained = _train(_posts(images=True))
+
+    assert trained.reads_image and "adult_content" not in trained.fallbacks
+    rng = np.random.default_rng(3)
+    explicit, benign = trained.model().predict([_signals("", 3, rng, [0.95, 0.0]), _signals("", 3, rng, [0.1, 0.0])])
+    assert explicit.scores["adult_content"] > 0.8 > 0.2 > benign.scores["adult_content"]
+    assert explicit.sources["adult_content"] == "fusion"
+    assert explicit.explanation["modality_attribution"]["image"] == 1.0
+
+
+def test_training_needs_a_category_with_enough_labels() -> None:
+    rng = np.random.default_rng(0)
+    few = [LabelledSignals(_signals("hello", 1, rng), {"spam": 0}, "sms") for _ in range(30)]
+    with pytest.raises(ValueError, match="no category has enough labelled posts"):
+        _train(few)

@@ -1,0 +1,37 @@
+"""The hashed n-gram classifier: it learns from labelled texts, reads misspellings, saves without pickle."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+
+from ml.tasks.ngrams import NgramClassifier
+
+
+def _texts() -> tuple[list[str], np.ndarray, np.ndarray]:
+    rng = random.Random(0)
+    spam = [f"claim your free prize now, text WIN to {rng.randint(1000, 9999)}" for _ in range(40)]
+    chat = [f"see you at the {rng.choice(['park', 'match', 'cafe'])} at {rng.randint(1, 9)}" for _ in range(40)]
+    labels = np.array([[1.0, 0.0]] * 40 + [[0.0, 0.0]] * 40, dtype=np.float32)
+    known = np.ones_like(labels, dtype=bool)
+    known[:, 1] = False  # nothing says anything about the second category
+    return spam + chat, labels, known
+
+
+def test_it_learns_a_category_and_leaves_an_unlabelled_one_at_zero(tmp_path: Path) -> None:
+    texts, labels, known = _texts()
+    model = NgramClassifier.fit(texts, labels, known, ["spam", "other"], bits=16)
+
+    logits = model.logits(["FREE PRIZE!! text WIN now", "meet me at the park", "fr33 prize, txt WlN"])
+
+    assert logits[0, 0] > 0 > logits[1, 0], "spam above zero, chat below"
+    assert logits[2, 0] > logits[1, 0], "character n-grams still see a misspelt offer"
+    assert np.all(model.coef[1] == 0) and np.all(logits[:, 1] == 0)
+    assert model.top_terms("claim your free prize at the park", "spam")[:1] in (["prize"], ["free"], ["claim"])
+
+    model.save(tmp_path)
+    loaded = NgramClassifier.load(tmp_path)
+    np.testing.assert_array_equal(loaded.logits(texts[:3]), model.logits(texts[:3]))
+    assert loaded.categories == ["spam", "other"] and loaded.bits == 16
