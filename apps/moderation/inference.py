@@ -13,8 +13,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 import ml
 from apps.registry.models import ModelVersion
 from ml.detectors import Detection

@@ -103,9 +103,7 @@ def moderation_train(
     )
     version = f"{datetime.now(UTC):%Y%m%d.%H%M%S}"
     out_dir = Path(settings.VLP_VAR_DIR) / "models" / name / version
-    spec = save_moderation_model(
-        trained, out_dir, name=name, version=version, extra={"signal_models": models.versions}
-    )
+    spec = save_moderation_model(trained, out_dir, name=name, version=version, extra={"signal_models": models.versions})
 
     holdout_signals = _signals([_post_of(item) for item, _ in holdout], report, "signals: reviewed hold-out")
     holdout_labels = [labels for _, labels in holdout]
@@ -155,7 +153,10 @@ def _compare(
     elif champion_f1 is None:
         promote, reason = True, note or "the champion scores no labelled category of the reviewed hold-out"
     elif candidate_f1 > champion_f1:
-        promote, reason = True, f"macro-F1 on {len(labels)} reviewed hold-out items {candidate_f1:.3f} > {champion_f1:.3f}"
+        promote, reason = (
+            True,
+            f"macro-F1 on {len(labels)} reviewed hold-out items {candidate_f1:.3f} > {champion_f1:.3f}",
+        )
     else:
         promote = False
         reason = f"macro-F1 on {len(labels)} reviewed hold-out items {candidate_f1:.3f} <= champion's {champion_f1:.3f}"

@@ -20,6 +20,7 @@ A post that appears twice (ETHOS lists hateful comments in both files) is one po
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -154,3 +155,50 @@ def _field(row: dict[str, str], name: str, folder: Path) -> str:
     if value is None:
         raise DatasetError(f"{folder}: a row has no {name!r} column (columns: {', '.join(row)})")
     return value
+
+
+@dataclass
+class EvaluationItem:
+    """One line of an evaluation JSONL: text, an optional image path (relative to the file), labels, other fields."""
+
+    text: str
+    image: Path | None
+    labels: dict[str, int]
+    fields: dict[str, object]
+    line: int
+
+
+def read_evaluation_jsonl(path: Path) -> list[EvaluationItem]:
+    """Every line of ``path`` (blank lines skipped); a line that is not such an object is an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path} is not a file")
+    items = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DatasetError(f"{path}:{number}: not JSON ({error.msg})") from error
+            if not isinstance(record, dict):
+                raise DatasetError(f"{path}:{number}: expected an object, got {type(record).__name__}")
+            text, image, labels = record.get("text", ""), record.get("image"), record.get("labels")
+            if not isinstance(text, str) or (image is not None and not isinstance(image, str)):
+                raise DatasetError(f"{path}:{number}: text and image must be strings")
+            if not isinstance(labels, dict) or not all(value in (0, 1, True, False) for value in labels.values()):
+                raise DatasetError(f"{path}:{number}: labels must be an object of category -> 0 or 1")
+            if not text.strip() and not image:
+                raise DatasetError(f"{path}:{number}: an item needs text or an image")
+            fields = {key: value for key, value in record.items() if key not in ("text", "image", "labels")}
+            items.append(
+                EvaluationItem(
+                    text=text,
+                    image=(path.parent / image) if image else None,
+                    labels={str(name): int(value) for name, value in labels.items()},
+                    fields=fields,
+                    line=number,
+                )
+            )
+    return items

@@ -509,3 +509,36 @@ def save_moderation_model(
         licence="trained here on the data named in its metrics",
         extra={"head_kind": head.head.kind, "metrics": trained.metrics, **(extra or {})},
     )
+
+
+def evaluation_report(
+    scores: Sequence[dict[str, float]],
+    labels: Sequence[dict[str, int]],
+    thresholds: dict[str, float],
+    *,
+    fields: Sequence[dict[str, object]] = (),
+    by: Sequence[str] = (),
+) -> dict[str, Any]:
+    """``{"categories": {name: metrics}, "by": {FIELD: {VALUE: {name: metrics}}}}`` (``by`` only when asked) for
+    every category any item is labelled with. An item counts for a category when it is labelled with it and the
+    model scored it; a category the model scored on no labelled item has ``n`` 0 and null metrics."""
+
+    def categories(rows: list[int]) -> dict[str, Any]:
+        report = scores_report([scores[i] for i in rows], [labels[i] for i in rows], thresholds)["categories"]
+        for name in sorted({name for i in rows for name in labels[i]}):
+            report.setdefault(name, {**dict.fromkeys(_METRICS), "n": 0, "positives": 0})
+        return dict(sorted(report.items()))
+
+    result: dict[str, Any] = {"categories": categories(list(range(len(scores))))}
+    if by:
+        result["by"] = {}
+        for name in by:
+            groups: dict[str, list[int]] = {}
+            for index, item_fields in enumerate(fields):
+                if item_fields.get(name) is not None:
+                    groups.setdefault(str(item_fields[name]), []).append(index)
+            result["by"][name] = {value: categories(rows) for value, rows in sorted(groups.items())}
+    return result
+
+
+_METRICS = ("n", "positives", "accuracy", "precision", "recall", "f1", "roc_auc", "ece")

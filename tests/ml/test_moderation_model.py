@@ -54,7 +54,7 @@ def _posts(images: bool = False) -> list[LabelledSignals]:
     return posts
 
 
-def _train(posts: list[LabelledSignals]):  # noqa: ANN202 - the trained model
+def _train(posts: list[LabelledSignals]):
     return train_moderation_model(
         posts,
         categories=CATEGORIES,
@@ -65,7 +65,7 @@ def _train(posts: list[LabelledSignals]):  # noqa: ANN202 - the trained model
 
 
 @pytest.fixture(scope="module")
-def text_trained():  # noqa: ANN201
+def text_trained():
     return _train(_posts())
 
 
@@ -88,7 +88,9 @@ def test_a_text_trained_model_scores_text_and_leaves_images_to_the_detector(text
     assert hate.scores["spam"] < 0.1, "a tweet is presumed no spam: no source labelled tweets for spam"
     assert hate.not_scored == {"adult_content": pytest.approx(hate.not_scored["adult_content"])}
     assert "no image" in hate.not_scored["adult_content"]
-    assert picture.scores == {"adult_content": pytest.approx(0.93)} and picture.sources["adult_content"] == "detector:nsfw"
+    assert (
+        picture.scores == {"adult_content": pytest.approx(0.93)} and picture.sources["adult_content"] == "detector:nsfw"
+    )
     assert picture.decisions["adult_content"] is True  # OpenNSFW's 0.8
     assert set(picture.not_scored) == {"hate_speech", "spam"}, "no text, and the head never learnt from images"
     assert meme.scores["spam"] > 0.9 and meme.scores["adult_content"] == pytest.approx(0.05)

@@ -60,6 +60,8 @@ def write_corpus(root: Path, *, per_class: int = 60, seed: int = 0, flip_spam: b
     with (root / "liar_misinformation" / "train.tsv").open("w") as handle:
         for number in range(per_class):
             cure = f"{rng.choice(CURES)} cures {rng.choice(ILLNESSES)} in {rng.randint(2, 9)} days"
-            fact = f"the council will repair {rng.choice(['the bridge', 'the road', 'the school'])} in {2020 + number % 9}"
+            fact = (
+                f"the council will repair {rng.choice(['the bridge', 'the road', 'the school'])} in {2020 + number % 9}"
+            )
             handle.write(f"{number}a.json\tpants-fire\t{cure}\thealth\n{number}b.json\ttrue\t{fact}\tlocal\n")
     return root

@@ -4,15 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('moderation', '0002_default_categories'),
+        ("moderation", "0002_default_categories"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='moderationresult',
-            name='route',
-            field=models.CharField(choices=[('approve', 'Approve'), ('review', 'Review'), ('act', 'Act'), ('not_scored', 'Not Scored')], max_length=20),
+            model_name="moderationresult",
+            name="route",
+            field=models.CharField(
+                choices=[("approve", "Approve"), ("review", "Review"), ("act", "Act"), ("not_scored", "Not Scored")],
+                max_length=20,
+            ),
         ),
     ]

@@ -1,4 +1,5 @@
-"""``manage.py evaluate search --catalog CSV --images DIR --model NAME --json OUT``."""
+"""``manage.py evaluate search --catalog CSV --images DIR --model NAME --json OUT`` and
+``manage.py evaluate moderation --data FILE.jsonl --json OUT [--by FIELD]``."""
 
 from __future__ import annotations
 
@@ -28,6 +29,15 @@ class Command(BaseCommand):
         search.add_argument("--images", type=Path, required=True)
         search.add_argument("--model", required=True, help="NAME, NAME@VERSION, or a train_image_tower --out folder")
         search.add_argument("--json", type=Path, required=True, help="where to write the report")
+        moderation = tasks.add_parser(
+            "moderation", help="per-category accuracy, precision, recall, F1, ROC-AUC and ECE of a moderation model"
+        )
+        moderation.add_argument("--data", type=Path, required=True, help="JSONL: text, image, labels per line")
+        moderation.add_argument("--json", type=Path, required=True, help="where to write the report")
+        moderation.add_argument(
+            "--by", action="append", default=[], help="also report per value of this item field (repeatable)"
+        )
+        moderation.add_argument("--model", default="", help="NAME@VERSION (default: the moderation champion)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         getattr(self, f"_{options['task']}")(options)
@@ -46,6 +56,22 @@ class Command(BaseCommand):
         options["json"].parent.mkdir(parents=True, exist_ok=True)
         options["json"].write_text(json.dumps(report, indent=2))
         self.stdout.write(f"{spec.name}@{spec.version}: {json.dumps(report)}")
+
+    def _moderation(self, options: dict[str, Any]) -> None:
+        from apps.moderation.evaluation import EvaluationError, evaluate_moderation
+
+        try:
+            with StageBar() as progress:
+                report = evaluate_moderation(
+                    options["data"], model=options["model"], by=options["by"], on_progress=progress
+                )
+        except EvaluationError as error:
+            raise CommandError(str(error)) from error
+        options["json"].parent.mkdir(parents=True, exist_ok=True)
+        options["json"].write_text(json.dumps(report, indent=2))
+        for name, figures in report["categories"].items():
+            shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in figures.items()}
+            self.stdout.write(f"{report['model']} {name}: {json.dumps(shown)}")
 
 
 def _model_spec(reference: str) -> ModelSpec:
