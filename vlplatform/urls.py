@@ -72,6 +72,7 @@ urlpatterns = [
     path("accounts/", include("apps.accounts.urls")),
     path("jobs/", include("apps.jobs.urls")),
     path("registry/", include("apps.registry.urls")),
+    path("moderation/", include("apps.moderation.urls")),
     path("audit/", include("apps.audit.urls")),
     path("api/v1/", include((api_v1, "api"))),
     path("api/schema/", PublicSchemaView.as_view(), name="schema"),

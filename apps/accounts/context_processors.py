@@ -7,6 +7,8 @@ from apps.accounts.roles import user_roles
 
 # The top navigation: each link shows only to users whose roles its view admits.
 NAVIGATION = [
+    ("Review queue", "moderation:queue"),
+    ("Moderation dashboard", "moderation:dashboard"),
     ("Jobs", "jobs:list"),
     ("Models", "registry:console"),
     ("Audit log", "audit:browser"),

@@ -24,7 +24,7 @@ ROLE_HOME: dict[str, str] = {
     Role.ML_ADMIN: "registry:console",
     Role.AUDITOR: "audit:browser",
     Role.MERCHANDISER: "accounts:api_keys",
-    Role.MODERATOR: "jobs:list",
+    Role.MODERATOR: "moderation:queue",
     Role.CLINICIAN: "jobs:list",
 }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,10 +67,14 @@ def moderation_train(
     name: str = FUSION_MODEL_NAME,
     config: ModerationTrainingConfig | None = None,
     promote: bool = True,
+    limit_per_source: int | None = None,
     on_progress: Progress | None = None,
 ) -> TrainingOutcome:
+    """``limit_per_source``: train on a random sample of at most this many posts of each source (a quick model)."""
     report: Progress = on_progress or (lambda stage, done, total: None)
     posts: list[LabelledPost] = [post for directory in data_dirs for post in read_moderation_dir(directory)]
+    if limit_per_source is not None:
+        posts = _sample_per_source(posts, limit_per_source, seed=(config or ModerationTrainingConfig()).seed)
     reviewed = reviewed_labels()
     holdout = [(item, labels) for item, labels in reviewed if is_reviewed_holdout(item)]
     trainable = [(item, labels) for item, labels in reviewed if not is_reviewed_holdout(item)]
@@ -177,6 +182,16 @@ def _macro_f1(model: ModerationModel, signals: list[PostSignals], labels: list[d
     scores = [result.scores for result in model.predict(signals, explain=False)]
     macro = scores_report(scores, labels, model.thresholds)["macro_f1"]
     return None if macro is None else round(float(macro), 4)
+
+
+def _sample_per_source(posts: list[LabelledPost], limit: int, *, seed: int) -> list[LabelledPost]:
+    by_source: dict[str, list[LabelledPost]] = {}
+    for post in posts:
+        by_source.setdefault(post.fields.get("source", ""), []).append(post)
+    rng = random.Random(seed)  # noqa: S311 - sampling, not security
+    return [
+        post for group in by_source.values() for post in (rng.sample(group, limit) if len(group) > limit else group)
+    ]
 
 
 def _post_of(item: ContentItem) -> Post:

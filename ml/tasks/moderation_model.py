@@ -77,7 +77,7 @@ class ModerationTrainingConfig:
     lr: float = 3e-3
     dropout: float = 0.2
     modality_dropout: float = 0.2
-    ngram_strength: float = 4.0
+    ngram_strength: float = 1.0  # C=1 ranked best of 1, 4, 16 per source (docs/moderation.md)
     ngram_folds: int = 2  # the head learns from out-of-fold n-gram logits, as it will meet them on new posts
     # A post is presumed negative, at this weight, for the categories its source does not label (a tweet is no
     # spam, a spam text no hate speech): without it a head trained on single-category sources says anything about

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import ml
+from apps.moderation.demo_corpus import hateful, ordinary, spam
 from ml.tasks.moderation import PostSignals
 from ml.tasks.moderation_model import (
     LabelledSignals,
@@ -17,7 +18,6 @@ from ml.tasks.moderation_model import (
     save_moderation_model,
     train_moderation_model,
 )
-from tests.moderation.corpus import hateful, ordinary, spam
 
 CATEGORIES = ["adult_content", "hate_speech", "spam"]
 IMAGE_FEATURES = ["nsfw", "faces"]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
+from apps.moderation.demo_corpus import ordinary, spam, write_corpus
 from apps.moderation.models import Category, ContentItem
 from apps.moderation.services import (
     FUSION_MODEL_NAME,
@@ -18,7 +19,6 @@ from apps.moderation.services import (
 )
 from apps.moderation.training import is_reviewed_holdout
 from apps.registry.models import ModelVersion
-from tests.moderation.corpus import ordinary, spam, write_corpus
 from tests.moderation.test_scoring import finish_scoring
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -32,6 +32,9 @@ class Command(BaseCommand):
         parser.add_argument("--epochs", type=int, default=ModerationTrainingConfig.epochs)
         parser.add_argument("--seed", type=int, default=ModerationTrainingConfig.seed)
         parser.add_argument("--no-promote", action="store_true", help="register the candidate only")
+        parser.add_argument(
+            "--limit-per-source", type=int, default=None, help="a random sample of at most N posts per source"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         config = ModerationTrainingConfig(head_kind=options["head"], epochs=options["epochs"], seed=options["seed"])
@@ -42,6 +45,7 @@ class Command(BaseCommand):
                     name=options["name"],
                     config=config,
                     promote=not options["no_promote"],
+                    limit_per_source=options["limit_per_source"],
                     on_progress=progress,
                 )
         except (DatasetError, RegistryError, ValueError) as error:

@@ -1,8 +1,9 @@
 """A small generated corpus in the layouts of shared/data/moderation, with a learnable signal in every label.
 
-Hateful posts attack a group with dehumanising words, offensive ones insult a person, spam sells prizes, and the
-misinformation claims are about invented miracle cures; the other posts are ordinary chat. Words are drawn at
-random, so no two runs of a template are one post.
+Hateful posts attack an invented group with dehumanising words, offensive ones insult a person, spam sells prizes,
+and the misinformation claims are about invented miracle cures; the other posts are ordinary chat. Words are drawn
+at random, so no two runs of a template are one post. The tests train on it, and ``make demo`` seeds its posts (and
+trains on it when ``shared/data/moderation`` is absent, saying so).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import csv
 import random
 from pathlib import Path
 
-GROUPS = ["the northerners", "those migrants", "the islanders", "the valley people"]
+GROUPS = ["the northerners", "the zorvians", "the islanders", "the valley people"]  # invented or generic
 DEHUMANISING = ["vermin", "parasites", "animals", "filth", "a disease"]
 INSULTS = ["idiot", "moron", "clown", "loser", "fool"]
 CHAT = ["lunch", "the match", "my garden", "the new film", "our trip", "the weather", "this book"]
@@ -37,10 +38,14 @@ def spam(rng: random.Random) -> str:
     return f"WINNER! claim {rng.choice(PRIZES)} now, text CLAIM to {rng.randint(10000, 99999)}"
 
 
+def misinformation(rng: random.Random) -> str:
+    return f"{rng.choice(CURES)} cures {rng.choice(ILLNESSES)} in {rng.randint(2, 9)} days"
+
+
 def write_corpus(root: Path, *, per_class: int = 60, seed: int = 0, flip_spam: bool = False) -> Path:
     """Davidson, SMS and LIAR folders under ``root``; ``flip_spam`` swaps the SMS labels (a deliberately bad
     training set)."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - generated text, not security
     (root / "davidson_hate_offensive").mkdir(parents=True, exist_ok=True)
     with (root / "davidson_hate_offensive" / "labeled_data.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -59,7 +64,7 @@ def write_corpus(root: Path, *, per_class: int = 60, seed: int = 0, flip_spam: b
     (root / "liar_misinformation").mkdir(exist_ok=True)
     with (root / "liar_misinformation" / "train.tsv").open("w") as handle:
         for number in range(per_class):
-            cure = f"{rng.choice(CURES)} cures {rng.choice(ILLNESSES)} in {rng.randint(2, 9)} days"
+            cure = misinformation(rng)
             fact = (
                 f"the council will repair {rng.choice(['the bridge', 'the road', 'the school'])} in {2020 + number % 9}"
             )
