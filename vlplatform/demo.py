@@ -1,6 +1,7 @@
 """``make demo``: the platform on its embedded stack, with one demo user per role.
 
-Migrates, creates the demo users, registers the packaged MiniLM as champion, then starts the web server
+Migrates, creates the demo users, registers the packaged MiniLM as champion, trains a moderation model when there is
+none and seeds a few dozen posts to review (``apps.moderation.demo``), then starts the web server
 (gunicorn) and a Celery worker, waits until ``/readyz`` answers 200, and prints the URL and logins. Ctrl-C
 stops every process it started; the embedded PostgreSQL and Redis stop with the last process using them.
 Running it again reuses ``./var``.
@@ -27,10 +28,12 @@ DEMO_PASSWORD_SUFFIX = "-demo-pass"  # noqa: S105 - printed for the local demo o
 
 
 def _prepare() -> list[tuple[str, str, str]]:
+    from django.contrib.auth.models import User
     from django.core.management import call_command
 
     from apps.accounts.roles import Role
     from apps.accounts.services import user_ensure_with_roles
+    from apps.moderation.demo import demo_moderation_setup
     from apps.registry.models import ModelVersion
     from apps.registry.services import model_version_promote, model_version_register, model_version_verify
     from ml.specs import load_spec
@@ -46,6 +49,10 @@ def _prepare() -> list[tuple[str, str, str]]:
         version = model_version_register(spec=spec.to_dict(), actor=None, notes="packaged with the demo")
         version = model_version_verify(version=version, actor=None)
         model_version_promote(version=version, actor=None, reason="demo setup")
+    sys.stdout.write("demo: moderation model and posts (the first run trains a model: about a minute)\n")
+    sys.stdout.flush()
+    moderator = User.objects.get(username=Role.MODERATOR.value)
+    sys.stdout.write(f"demo: {demo_moderation_setup(integrator=moderator)}\n")
     return logins
 
 
