@@ -31,3 +31,50 @@ for name, value, op, target in checks:
     met = value <= target if op == "<=" else value >= target
     sys.stdout.write(f"  {name:52} {value:>8.3f}  target {op} {target:<6} {'met' if met else 'NOT MET'}\n")
 PY
+
+# Moderation: train on every folder of shared/data/moderation (80/10/10 split per source by a hash of the text;
+# the figures are the 10 % test split's), then adult_content on ordinary photos (COCO) that no model trained on.
+MODERATION=$DATA/moderation
+.venv/bin/python manage.py moderation_train --data "$MODERATION" --no-promote --json "$OUT/moderation-train.json" \
+    | tail -1 | tee "$OUT/moderation-model.txt"
+MODEL=$(sed 's/^registered //' "$OUT/moderation-model.txt")
+.venv/bin/python - "$DATA/captions/coco_mini" "$OUT/coco-benign.jsonl" <<'PY'
+import json, pathlib, sys
+images, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+with out.open("w") as handle:
+    for path in sorted(images.glob("*2017/*.jpg")):
+        handle.write(json.dumps({"image": str(path.resolve()), "labels": {"adult_content": 0}, "source": "coco"}) + "\n")
+PY
+.venv/bin/python manage.py evaluate moderation --data "$OUT/coco-benign.jsonl" --model "$MODEL" \
+    --json "$OUT/moderation-coco.json" >/dev/null
+.venv/bin/python - "$OUT/moderation-train.json" "$OUT/moderation-coco.json" <<'PY'
+import json, sys
+trained, coco = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+by_source = trained["test_by_source"]
+
+def figure(source, category, metric):
+    return by_source.get(source, {}).get("categories", {}).get(category, {}).get(metric)
+
+adult = coco["categories"]["adult_content"]
+flagged = None if adult["accuracy"] is None else 1 - adult["accuracy"]
+checks = [
+    ("hate_speech F1, Davidson", figure("davidson", "hate_speech", "f1"), ">=", 0.50),
+    ("hate_speech ROC-AUC, Davidson", figure("davidson", "hate_speech", "roc_auc"), ">=", 0.92),
+    ("hate_speech F1, ETHOS", figure("ethos", "hate_speech", "f1"), ">=", 0.78),
+    ("harassment F1, Davidson", figure("davidson", "harassment", "f1"), ">=", 0.98),
+    ("spam F1, SMS", figure("sms", "spam", "f1"), ">=", 0.96),
+    ("misinformation ROC-AUC, LIAR", figure("liar", "misinformation", "roc_auc"), ">=", 0.66),
+    (f"adult_content flagged on {adult['n']} COCO photos", flagged, "<=", 0.01),
+]
+checks += [
+    (f"ECE {name}", figures["ece"], "<=", 0.05) for name, figures in sorted(trained["test"]["categories"].items())
+]
+sys.stdout.write(f"moderation ({trained['model']}, held-out 10 % per source; COCO: ordinary photos)\n")
+for name, value, op, target in checks:
+    if value is None:
+        sys.stdout.write(f"  {name:52} {'n/a':>8}  target {op} {target:<6} NOT MEASURED\n")
+        continue
+    met = value <= target if op == "<=" else value >= target
+    sys.stdout.write(f"  {name:52} {value:>8.3f}  target {op} {target:<6} {'met' if met else 'NOT MET'}\n")
+sys.stdout.write("  (no hate speech functional test suite ships with shared/data: that target is not measured here)\n")
+PY

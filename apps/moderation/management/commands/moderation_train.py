@@ -32,6 +32,7 @@ class Command(BaseCommand):
         parser.add_argument("--epochs", type=int, default=ModerationTrainingConfig.epochs)
         parser.add_argument("--seed", type=int, default=ModerationTrainingConfig.seed)
         parser.add_argument("--no-promote", action="store_true", help="register the candidate only")
+        parser.add_argument("--json", type=Path, default=None, help="also write the version's metrics here")
         parser.add_argument(
             "--limit-per-source", type=int, default=None, help="a random sample of at most N posts per source"
         )
@@ -50,6 +51,10 @@ class Command(BaseCommand):
                 )
         except (DatasetError, RegistryError, ValueError) as error:
             raise CommandError(str(error)) from error
+        if options["json"] is not None:
+            options["json"].parent.mkdir(parents=True, exist_ok=True)
+            report = {"model": outcome.version.label, **outcome.version.metrics}
+            options["json"].write_text(json.dumps(report, indent=2))
         test = outcome.version.metrics.get("test", {})
         for category, figures in sorted(test.get("categories", {}).items()):
             shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in figures.items()}
