@@ -64,6 +64,8 @@ def sample_ids(make_user, minilm_champion) -> dict[str, str]:
         "job_id": str(job.pk),
         "name": minilm_champion.name,
         "action": "verify",
+        "task_id": "1",
+        "queue": "default",
     }
 
 
