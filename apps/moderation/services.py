@@ -220,7 +220,7 @@ def _route(item: ContentItem, result: ModerationResult) -> None:
     result.save(update_fields=["routes", "route"])
 
     if overall == Route.REVIEW:
-        reason = ReviewReason.NO_MODEL if result.fusion_model is None else ReviewReason.UNCERTAIN
+        reason = ReviewReason.NO_MODEL if not result.scores else ReviewReason.UNCERTAIN
         item.status = ItemStatus.IN_REVIEW
         item.save(update_fields=["status"])
         ReviewTask.objects.create(item=item, result=result, reason=reason)

@@ -21,10 +21,12 @@ from apps.moderation.models import (
     ReviewTask,
 )
 from apps.moderation.services import (
+    FUSION_MODEL_NAME,
     ModerationInputError,
     moderation_item_submit,
     policy_create,
 )
+from apps.registry.services import model_version_promote, model_version_register
 from ml.images import MAX_PIXELS
 from tests.conftest import wait_for
 from tests.ml.test_moderation_signals import poster as poster_image
@@ -98,6 +100,22 @@ def test_scores_are_routed_by_the_policy_in_force(minilm_champion) -> None:
     missing = scored({slug: score for slug, score in calm.items() if slug != "violence"})
     assert missing.status == "in_review", "a category the head does not score goes to a human"
     assert not ReviewTask.objects.filter(item__in=[approved, removed]).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_category_the_champion_does_not_score_neither_approves_nor_holds_the_post(minilm_champion) -> None:
+    spec = {"name": FUSION_MODEL_NAME, "version": "1", "family": "moderation-model", "source": "file:/x", "sha256": "0"}
+    model_version_promote(version=model_version_register(spec=spec, actor=None), actor=None)
+    for category in Category.objects.all():
+        policy_create(category=category, allow_below=0.5, block_above=0.9, audit_sample_rate=0.0, actor=None)
+    calm = {slug: 0.01 for slug in Category.objects.values_list("slug", flat=True) if slug != "adult_content"}
+
+    item = finish_scoring(moderation_item_submit(text="hello", actor=None), calm)
+
+    result = ModerationResult.objects.get(item=item)
+    assert result.fusion_model is not None and result.routes["adult_content"]["route"] == "not_scored"
+    assert "not trained" in result.routes["adult_content"]["why"]
+    assert (item.status, item.decision) == ("decided", "approve")
 
 
 @pytest.mark.django_db(transaction=True)
