@@ -26,7 +26,7 @@ QUEUES = ("default", "escalated", "appeals")
 
 class DecisionForm(forms.Form):
     decision = forms.ChoiceField(choices=[(d, d) for d in services.REVIEW_DECISIONS])
-    violated = forms.MultipleChoiceField(required=False, choices=())
+    violated = forms.MultipleChoiceField(required=False, choices=(), widget=forms.CheckboxSelectMultiple)
     reason = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
     seconds_spent = forms.FloatField(required=False, min_value=0)
 

@@ -157,7 +157,7 @@ class ModerationModel:
             sources = dict.fromkeys(scores, "fusion")
             for name, (feature, _) in self.fallbacks.items():
                 if post.image_features is None:
-                    not_scored[name] = f"no image: {name} is scored by the {feature} detector alone (no labelled data)"
+                    not_scored[name] = f"no image (scored by the {feature} detector only)"
                 else:
                     scores[name] = float(post.image_features[self.image_feature_names.index(feature)])
                     sources[name] = f"detector:{feature}"
