@@ -231,7 +231,7 @@ def _inputs(
         ngram_logits = np.zeros((count, len(ngrams.categories)), dtype=np.float32)
         with_text = np.flatnonzero(text_present)
         if len(with_text):
-            ngram_logits[with_text] = ngrams.logits([posts[row].text for row in with_text])
+            ngram_logits[with_text] = ngrams.logits([posts[int(row)].text for row in with_text])
     text = np.zeros((count, text_signal_dim + ngram_logits.shape[1]), dtype=np.float32)
     for row, post in enumerate(posts):
         if post.text_features is not None:
@@ -411,15 +411,15 @@ def train_moderation_model(
         not_trained={name: reason for name, reason in not_trained.items() if name not in fallbacks},
         reads_image=reads_image,
     )
-    model = trained.model()
-    scored = [result.scores for result in model.predict([post.signals for post in test], explain=False)]
+    scorer = trained.model()
+    scored = [result.scores for result in scorer.predict([post.signals for post in test], explain=False)]
     trained.metrics = {
-        "test": scores_report(scored, [post.labels for post in test], model.thresholds),
+        "test": scores_report(scored, [post.labels for post in test], scorer.thresholds),
         "test_by_source": {
             source: scores_report(
                 [s for s, post in zip(scored, test, strict=True) if post.source == source],
                 [post.labels for post in test if post.source == source],
-                model.thresholds,
+                scorer.thresholds,
             )
             for source in sorted({post.source for post in test})
         },
@@ -478,7 +478,8 @@ def save_moderation_model(
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     trained.ngrams.save(out_dir)
-    np.savez(out_dir / STANDARDISATION_FILE, **trained.standardisation)
+    with (out_dir / STANDARDISATION_FILE).open("wb") as handle:
+        np.savez(handle, **trained.standardisation)  # type: ignore[arg-type]  # numpy's stub misreads **kwargs
     head = trained.head
     write_head(
         out_dir / HEAD_DIR,

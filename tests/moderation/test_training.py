@@ -87,7 +87,8 @@ def reviewed_items(moderator, *, holdout: int, trainable: int) -> list[ContentIt
     """Spam and ordinary posts decided by a moderator, until this many fall in the reviewed hold-out and outside."""
     import random
 
-    rng, counts, items = random.Random(7), {True: 0, False: 0}, []
+    rng, counts = random.Random(7), {True: 0, False: 0}
+    items: list[ContentItem] = []
     while counts[True] < holdout or counts[False] < trainable:
         is_spam = len(items) % 2 == 0
         item = moderation_item_submit(text=spam(rng) if is_spam else ordinary(rng), actor=None)
