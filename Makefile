@@ -13,7 +13,7 @@ TYPECHECK_ENV := DATABASE_URL=postgresql://typecheck@localhost/typecheck REDIS_U
 help:
 	@echo "make demo   set up everything, start the platform on its embedded stack, print the URL and logins"
 	@echo "make test   set up everything, run ruff, mypy and the whole test suite (integration and browser tests included)"
-	@echo "make eval   quality targets on ../shared/data (VLP_DATA_DIR): trains and evaluates, about 25 minutes"
+	@echo "make eval   quality targets on ../shared/data (VLP_DATA_DIR): trains and evaluates, about an hour"
 	@echo "make lint   ruff and mypy"
 	@echo "make bench  benchmarks as ratios (encoder vs FLOP limit, bf16/int8 vs fp32, BatchRunner vs direct) -> bench/results.json"
 
