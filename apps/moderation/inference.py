@@ -64,7 +64,7 @@ def score_post(*, text: str, image: bytes | None, fusion: ModelVersion | None) -
     versions = dict(signals.model_versions)
     scores: dict[str, float] = {}
     if fusion is None:
-        evidence["fusion"] = {"available": False, "note": "no moderation fusion head is champion: a human decides"}
+        evidence["fusion"] = {"available": False, "note": "no moderation model is champion: a human decides"}
     else:
         fusion_started = time.perf_counter()
         model = ml.load(fusion.name, spec=ModelSpec.from_dict(fusion.spec))
