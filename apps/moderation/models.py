@@ -189,7 +189,7 @@ class EvidenceImage(models.Model):
 class ReviewReason(models.TextChoices):
     UNCERTAIN = "uncertain"  # a score between a policy's allow and block thresholds
     AUDIT_SAMPLE = "audit_sample"  # a random share of automatic decisions
-    NO_MODEL = "no_model"  # no fusion head is champion (or it lacks a category): a human decides
+    NO_MODEL = "no_model"  # no moderation model is champion: a human decides
     ESCALATION = "escalation"
     APPEAL = "appeal"
 
