@@ -5,7 +5,8 @@ it is there, else on the generated corpus of ``demo_corpus`` (its notes say whic
 posters drawn with Pillow (text in the image, read by OCR), and photos that scikit-image ships (public domain or
 CC0: the astronaut Eileen Collins, NASA; a cat, a coffee cup, a rocket launch, coins, a horse silhouette), some with
 text. They are submitted like any integrator's posts and scored by the demo's worker, so the queue fills within a
-minute or two of startup.
+minute or two of startup. So that the queue has work whatever the model decides, the demo raises every category's
+audit sample to a quarter of the automatic decisions (a new policy version, audited, with that reason).
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from PIL import Image, ImageDraw, ImageFont
 
 from apps.moderation.demo_corpus import hateful, misinformation, offensive, ordinary, spam, write_corpus
 from apps.moderation.models import ContentItem
-from apps.moderation.services import FUSION_MODEL_NAME, moderation_item_submit
+from apps.moderation.services import FUSION_MODEL_NAME, moderation_item_submit, policies_in_force, policy_create
 from apps.moderation.training import moderation_train
 from apps.registry.models import ModelVersion
 
 logger = logging.getLogger(__name__)
 
 DEMO_SOURCE = "demo"
+DEMO_AUDIT_SAMPLE = 0.25
 TRAINING_SAMPLE = 800  # posts per source: a model in about a minute on two cores
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "coins", "horse")
 POSTERS = ("WIN A FREE CRUISE! TEXT 80010", "GARLIC CURES THE FLU", "Book club on Thursday", "SALE 50% OFF TODAY")
@@ -43,6 +45,16 @@ def demo_moderation_setup(*, integrator: User) -> str:
     if ContentItem.objects.filter(source=DEMO_SOURCE).exists():
         notes.append("demo posts already seeded")
     else:
+        for slug, policy in policies_in_force().items():
+            policy_create(
+                category=policy.category,
+                allow_below=policy.allow_below,
+                block_above=policy.block_above,
+                action=policy.action,
+                audit_sample_rate=max(policy.audit_sample_rate, DEMO_AUDIT_SAMPLE),
+                reason=f"demo: {DEMO_AUDIT_SAMPLE:.0%} of automatic decisions sampled for review ({slug})",
+                actor=None,
+            )
         count = _seed(integrator)
         notes.append(f"{count} demo posts submitted for scoring")
     return "; ".join(notes)
