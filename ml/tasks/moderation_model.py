@@ -165,11 +165,8 @@ class ModerationModel:
             if explain and not_scored.keys().isdisjoint(prediction.categories):
                 explanation = dict(prediction.explanations[row])
                 if post.text.strip():
-                    explanation["terms"] = {
-                        name: self.ngrams.top_terms(post.text, name)
-                        for name in prediction.categories
-                        if name in scores and scores[name] >= self.thresholds[name]
-                    }
+                    flagged = [n for n in prediction.categories if n in scores and scores[n] >= self.thresholds[n]]
+                    explanation["terms"] = self.ngrams.top_terms(post.text, flagged)
             results.append(
                 ModerationScores(
                     scores=scores,
@@ -368,7 +365,12 @@ def train_moderation_model(
     reads_image = labelled_images >= MIN_LABELLED
     standardisation = _standardisation(train, train_logits, len(image_feature_names), text_signal_dim)
 
-    def data(split: list[LabelledSignals], logits: np.ndarray | None = None) -> FusionData:
+    def data(
+        split: list[LabelledSignals],
+        logits: np.ndarray | None = None,
+        mask: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> FusionData:
+        """The split's head inputs with its stated labels, or with ``mask`` (known, weight) in their place."""
         image, text, image_present, text_present = _inputs(
             [post.signals for post in split],
             ngrams,
@@ -379,11 +381,12 @@ def train_moderation_model(
             reads_image=reads_image,
         )
         labels, stated = label_arrays(split, learnt)
-        return FusionData(image, text, labels, stated, image_present=image_present, text_present=text_present)
+        known, weight = mask if mask is not None else (stated, None)
+        return FusionData(
+            image, text, labels, known, image_present=image_present, text_present=text_present, label_weight=weight
+        )
 
     report("fusion head", 0, config.epochs)
-    training_data = data(train, train_logits)
-    training_data.label_mask, training_data.label_weight = known, weight
     head = train_fusion_head(
         FusionConfig(
             kind=config.head_kind,
@@ -396,7 +399,7 @@ def train_moderation_model(
             batch_size=256,
             patience=8,
         ),
-        training_data,
+        data(train, train_logits, (known, weight)),
         data(validation),
         seed=config.seed,
         on_progress=lambda epoch, epochs: report("fusion head", epoch, epochs),

@@ -95,15 +95,19 @@ class NgramClassifier:
         features = _weigh(_counts(texts, self.bits), self.idf)
         return np.asarray(features @ self.coef.T + self.intercept, dtype=np.float32)
 
-    def top_terms(self, text: str, category: str, k: int = 5) -> list[str]:
-        """The words of ``text`` that push ``category``'s logit up most (for a reviewer's highlight)."""
-        index = self.categories.index(category)
+    def top_terms(self, text: str, categories: Sequence[str], k: int = 5) -> dict[str, list[str]]:
+        """Per category, the words of ``text`` that push its logit up most (for a reviewer's highlight); every word
+        is scored once for all the categories."""
         words = sorted({word for word in _vectorisers(self.bits)[0].build_analyzer()(text) if " " not in word})
-        if not words:
-            return []
-        pushes = self.logits(words)[:, index] - self.intercept[index]
-        ranked = sorted(zip(pushes, words, strict=True), reverse=True)
-        return [word for push, word in ranked[:k] if push > 0]
+        if not words or not categories:
+            return {name: [] for name in categories}
+        pushes = self.logits(words) - self.intercept
+        terms = {}
+        for name in categories:
+            column = pushes[:, self.categories.index(name)]
+            ranked = sorted(zip(column, words, strict=True), reverse=True)
+            terms[name] = [word for push, word in ranked[:k] if push > 0]
+        return terms
 
     def save(self, directory: Path) -> None:
         np.savez_compressed(
