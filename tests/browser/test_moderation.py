@@ -60,6 +60,7 @@ def test_a_moderator_reviews_with_the_keyboard_and_the_decision_goes_out_and_bac
     log_in(page, moderator.username)
     page.wait_for_url(lambda url: urlsplit(url).path == reverse("moderation:queue"))
     expect(page.get_by_test_id("queue-default-open")).to_have_text("1")
+    page.screenshot(path=str(shots / "moderation_queue.png"), full_page=True)
     page.get_by_test_id("take-default").click()
 
     expect(page.get_by_test_id("post-text")).to_have_text("best deal today")
@@ -96,6 +97,7 @@ def test_a_moderator_reviews_with_the_keyboard_and_the_decision_goes_out_and_bac
     page.goto(reverse("moderation:item", args=[item.pk]))
     expect(page.get_by_test_id("history")).to_contain_text("moderation.review_decide")
     expect(page.get_by_test_id("item-decision")).to_have_text("remove")
+    page.screenshot(path=str(shots / "moderation_item.png"), full_page=True)
 
 
 def test_scores_evidence_and_the_dashboard_with_a_trained_model(
