@@ -15,7 +15,7 @@ help:
 	@echo "make test   set up everything, run ruff, mypy and the whole test suite (integration and browser tests included)"
 	@echo "make eval   quality targets on ../shared/data (VLP_DATA_DIR): trains and evaluates, about an hour"
 	@echo "make lint   ruff and mypy"
-	@echo "make bench  benchmarks as ratios (encoder vs FLOP limit, bf16/int8 vs fp32, BatchRunner vs direct) -> bench/results.json"
+	@echo "make bench  benchmarks as ratios (encoder vs FLOP limit, bf16/int8 vs fp32, BatchRunner vs direct, moderation API vs direct) -> bench/results.json"
 
 venv:
 	@bash scripts/venv.sh

@@ -12,16 +12,19 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from bench import BenchResult, Figure, Settings
 from bench.machine import MachineLimit, cpu_snapshot, detect_machine_limit, other_cpu_share
 
+if TYPE_CHECKING:
+    from ml.encoders.clip import OpenClipEncoder
+
 logger = logging.getLogger("bench")
 
-BENCHMARKS = ("encoders", "precision", "batching")
+BENCHMARKS = ("encoders", "precision", "batching", "moderation")
 DEFAULT_OUT = Path("bench/results.json")
 # Above this share of the CPUs used by other processes, a benchmark's timings say more about them than about us.
 BUSY_SHARE = 0.1
@@ -45,6 +48,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the selected benchmarks and return the results document."""
     from bench.batching import run_batching
     from bench.encoders import load_open_clip, run_encoders, run_precision
+    from bench.moderation import run_moderation
 
     settings = Settings(quick=args.quick, tiny=args.tiny)
     machine = detect_machine_limit()
@@ -55,11 +59,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, BenchResult] = {}
     shares: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="vlp-bench-") as workdir:
-        encoder = load_open_clip(Path(workdir), use_tiny=settings.tiny)
+        loaded: list[OpenClipEncoder] = []  # ViT-B-32, loaded for the first benchmark that needs it
+
+        def encoder() -> OpenClipEncoder:
+            if not loaded:
+                loaded.append(load_open_clip(Path(workdir), use_tiny=settings.tiny))
+            return loaded[0]
+
         steps: dict[str, Callable[[], BenchResult]] = {
-            "encoders": lambda: run_encoders(settings, encoder, machine, try_compile=args.compile),
-            "precision": lambda: run_precision(settings, encoder, machine),
-            "batching": lambda: run_batching(settings, image_encoder=encoder),
+            "encoders": lambda: run_encoders(settings, encoder(), machine, try_compile=args.compile),
+            "precision": lambda: run_precision(settings, encoder(), machine),
+            "batching": lambda: run_batching(settings, image_encoder=encoder()),
+            "moderation": lambda: run_moderation(settings),
         }
         for name in selected:
             logger.info("running %s", name)
@@ -75,7 +86,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "options": {"quick": settings.quick, "tiny": settings.tiny, "only": args.only, "compile": args.compile},
-        "model": encoder.spec.name,
+        "model": loaded[0].spec.name if loaded else "moderation pipeline",
         "machine": machine.to_dict(),
         "torch": torch_info(),
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},

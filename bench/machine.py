@@ -127,12 +127,14 @@ class CpuSnapshot:
 
 
 def cpu_snapshot() -> CpuSnapshot:
-    """Now: wall clock, busy CPU seconds of all CPUs (/proc/stat) and CPU seconds of this process (all threads)."""
+    """Now: wall clock, busy CPU seconds of all CPUs (/proc/stat) and CPU seconds of this process (all threads) and
+    of the children it has waited for (the web and worker processes of the moderation benchmark, once stopped)."""
     # /proc/stat's first line: user nice system idle iowait irq softirq steal ..., in clock ticks.
     ticks = [int(value) for value in STAT.read_text().splitlines()[0].split()[1:9]]
     busy = sum(ticks) - ticks[3] - ticks[4]
     own = os.times()
-    return CpuSnapshot(time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own.user + own.system)
+    own_s = own.user + own.system + own.children_user + own.children_system
+    return CpuSnapshot(time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own_s)
 
 
 def other_cpu_share(before: CpuSnapshot, after: CpuSnapshot, *, cpus: int) -> float:

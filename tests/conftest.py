@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from apps.registry.services import model_version_promote, model_version_register
 from ml.specs import load_spec
 from vlplatform import embedded
 from vlplatform.celery import app as celery_app
+from vlplatform.processes import worker_command
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -95,24 +95,7 @@ class WorkerProcess:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.log = log
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "vlplatform",
-                "worker",
-                "-Q",
-                "inference,default",
-                "--concurrency",
-                "1",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--hostname",
-                f"test{time.monotonic_ns()}@%h",
-            ],
+            worker_command(f"test{time.monotonic_ns()}@%h", extra=["--without-gossip", "--without-mingle"]),
             cwd=BASE_DIR,
             env=env,
             stdout=log.open("ab"),

@@ -10,20 +10,16 @@ Running it again reuses ``./var``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 from types import FrameType
 
 import django
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+from vlplatform.processes import start, stop_processes, wait_ready, web_command, worker_command
+
 DEMO_PASSWORD_SUFFIX = "-demo-pass"  # noqa: S105 - printed for the local demo on purpose
 
 
@@ -56,22 +52,6 @@ def _prepare() -> list[tuple[str, str, str]]:
     return logins
 
 
-def _wait_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for process in processes:
-            if process.poll() is not None:
-                raise SystemExit(f"demo: {process.args!r} exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:  # noqa: S310 - our own URL
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(1)
-    raise SystemExit(f"demo: {url}/readyz did not answer 200 within {timeout:.0f} s")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
@@ -83,68 +63,24 @@ def main() -> None:
     django.setup()
     logins = _prepare()
 
-    python = sys.executable
     processes = [
-        subprocess.Popen(
-            [
-                python,
-                "-m",
-                "gunicorn",
-                "vlplatform.wsgi:application",
-                "--bind",
-                f"{args.host}:{args.port}",
-                "--workers",
-                "2",
-                "--threads",
-                "4",
-                "--access-logfile",
-                "-",
-            ],
-            cwd=BASE_DIR,
-            start_new_session=True,
-        ),
-        subprocess.Popen(
-            [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "vlplatform",
-                "worker",
-                "-Q",
-                "inference,default",
-                "--concurrency",
-                "1",
-                "--loglevel",
-                "INFO",
-                "--hostname",
-                "demo@%h",
-            ],
-            cwd=BASE_DIR,
-            start_new_session=True,
-        ),
+        start(web_command(args.host, args.port)),
+        start(worker_command("demo@%h")),
     ]
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        # Each child leads its own process group (so a terminal's Ctrl-C reaches only this process, which then
-        # stops the children in order): SIGTERM the group, and SIGKILL it if it has not gone within 20 s.
-        for process in processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_processes(processes)
         raise SystemExit(0)
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
 
     url = f"http://{args.host}:{args.port}"
-    _wait_ready(url, processes)
+    try:
+        wait_ready(url, processes)
+    except SystemExit as error:
+        stop_processes(processes)
+        raise SystemExit(f"demo: {error}") from None
     lines = [
         f"\nvlplatform is running at {url}/  (Ctrl-C stops it)\n",
         "demo logins (role: username / password):",

@@ -164,6 +164,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 VLP_JOB_LEASE_SECONDS = env.int("VLP_JOB_LEASE_SECONDS", default=CELERY_TASK_TIME_LIMIT)
 # Requests per minute an API key may make unless the key sets its own limit (over it: 429 with Retry-After).
 VLP_API_KEY_RATE_PER_MINUTE = env.int("VLP_API_KEY_RATE_PER_MINUTE", default=600)
+# A worker with a backlog of moderation posts scores up to this many in one batch (1: one at a time).
+VLP_MODERATION_BATCH = env.int("VLP_MODERATION_BATCH", default=16)
 # How long a review task handed to a moderator stays theirs; an expired lease returns it to the queue.
 VLP_REVIEW_LEASE_SECONDS = env.int("VLP_REVIEW_LEASE_SECONDS", default=600)
 # Webhooks: attempts per delivery, the wait before the second (doubling after each failure), the request timeout.

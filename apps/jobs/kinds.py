@@ -35,6 +35,11 @@ class JobKind:
     on_requeue: Callable[[InferenceJob], None] | None = None
     # Submitted by the domain's own services only, not through the generic jobs API.
     internal: bool = False
+    # Runs several claimed jobs of this kind in one call (their inputs in, one result each, in order), so that a
+    # worker scores a backlog in batches: it claims up to ``max_batch`` queued jobs at once
+    # (``apps.jobs.services.job_work``).
+    run_batch: Callable[[list[dict[str, Any]], ModelVersion], list[dict[str, Any]]] | None = None
+    max_batch: int = 1
 
 
 class TextEmbeddingInput(serializers.Serializer):

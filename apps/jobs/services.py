@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -106,19 +106,38 @@ def job_start(*, job_id: str) -> InferenceJob | None:
     now = timezone.now()
     if job.status == JobStatus.RUNNING and job.lease_expires_at and job.lease_expires_at > now:
         raise JobBusy((job.lease_expires_at - now).total_seconds())
-    taking_over = job.status == JobStatus.RUNNING
+    _claim(job, now=now, payload={"took_over": job.status == JobStatus.RUNNING})
+    return job
+
+
+def _claim(job: InferenceJob, *, now: datetime, payload: dict[str, Any]) -> None:
+    """A new attempt of ``job`` under this worker's lease, audited (inside the caller's transaction)."""
     job.status = JobStatus.RUNNING
     job.attempts += 1
     job.started_at = now
     job.lease_expires_at = now + timedelta(seconds=settings.VLP_JOB_LEASE_SECONDS)
     job.save(update_fields=["status", "attempts", "started_at", "lease_expires_at"])
-    audit_record(
-        actor=None,
-        action="job.start",
-        target=job,
-        payload={"attempt": job.attempts, "took_over": taking_over},
+    audit_record(actor=None, action="job.start", target=job, payload={"attempt": job.attempts, **payload})
+
+
+@transaction.atomic
+def job_claim_companions(*, job: InferenceJob, limit: int) -> list[InferenceJob]:
+    """Claim up to ``limit`` more queued jobs of ``job``'s kind and model version, oldest first, to run with it in
+    one batch: each gets its own attempt, lease and audit event. Their own queue messages find them running (under
+    this worker's lease) or finished and leave them be; if this worker dies, the leases run out and those messages
+    run them."""
+    if limit < 1:
+        return []
+    companions = list(
+        InferenceJob.objects.select_for_update(skip_locked=True)
+        .filter(kind=job.kind, model_version=job.model_version, status=JobStatus.QUEUED)
+        .exclude(pk=job.pk)
+        .order_by("created_at")[:limit]
     )
-    return job
+    now = timezone.now()
+    for companion in companions:
+        _claim(companion, now=now, payload={"took_over": False, "batched_with": str(job.pk)})
+    return companions
 
 
 def job_report_progress(*, job: InferenceJob, done: int, total: int) -> None:
@@ -159,6 +178,34 @@ def _job_finish(*, job: InferenceJob, result: dict[str, Any] | None, error: str)
         },
     )
     return True
+
+
+def job_work(*, job: InferenceJob) -> None:
+    """Run a claimed job; when its kind runs batches, first claim queued companions and run them all in one call,
+    each finished in its own transaction. A batch that raises is run again job by job, so that one bad input fails
+    only its own job."""
+    kind = JOB_KINDS[job.kind]
+    if kind.run_batch is None or kind.max_batch < 2:
+        job_run(job=job)
+        return
+    jobs = [job, *job_claim_companions(job=job, limit=kind.max_batch - 1)]
+    if len(jobs) == 1:
+        job_run(job=job)
+        return
+    with log_context(job_id=str(job.pk), job_kind=job.kind, model_version=job.model_version.label):
+        started = time.monotonic()
+        try:
+            results = kind.run_batch([each.input for each in jobs], job.model_version)
+            if len(results) != len(jobs):
+                raise RuntimeError(f"{kind.name} returned {len(results)} results for {len(jobs)} jobs")
+        except Exception:
+            logger.exception("batch failed; running its jobs one by one", extra={"jobs": len(jobs)})
+            for each in jobs:
+                job_run(job=each)
+            return
+        for each, result in zip(jobs, results, strict=True):
+            _job_finish(job=each, result=result, error="")
+        logger.info("batch finished", extra={"jobs": len(jobs), "seconds": round(time.monotonic() - started, 3)})
 
 
 def job_run(*, job: InferenceJob) -> bool:

@@ -15,4 +15,4 @@ def run_inference_job(self: Task, job_id: str) -> None:
         # Another worker holds the lease; look again when it runs out (the job may be finished by then).
         raise self.retry(countdown=busy.seconds_left + 1) from busy
     if job is not None:
-        services.job_run(job=job)
+        services.job_work(job=job)

@@ -64,6 +64,7 @@ def evaluate_moderation(
     for start in range(0, len(posts), BATCH):
         report("scoring", start, len(posts))
         signals = extract_signals(signal_models, posts[start : start + BATCH])
+        signals = scorer.project(signals, signal_models.image_feature_names)
         scores.extend(result.scores for result in scorer.predict(signals, explain=False))
     report("scoring", len(posts), len(posts))
     figures = evaluation_report(

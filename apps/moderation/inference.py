@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from ml.explain.render import draw_boxes, overlay, png_bytes
 from ml.images import open_image
 from ml.specs import ModelSpec
 from ml.tasks.moderation import Post, PostSignals, SignalModels, extract_signals
+from ml.tasks.moderation_model import ModerationScores
 
 # Above this OpenNSFW score (Yahoo's "safe below 0.2") the score is explained by an occlusion map of the image.
 NSFW_EXPLAIN_ABOVE = 0.2
@@ -55,50 +57,76 @@ def signal_models() -> SignalModels:
 
 
 def score_post(*, text: str, image: bytes | None, fusion: ModelVersion | None) -> ScoredPost:
+    (scored,) = score_posts([(text, image)], fusion=fusion)
+    return scored
+
+
+def score_posts(posts: Sequence[tuple[str, bytes | None]], *, fusion: ModelVersion | None) -> list[ScoredPost]:
+    """Score (text, image bytes) posts together: each signal model and the fusion head see them in one batch.
+    Timings are the batch's, shared by its posts."""
     started = time.perf_counter()
-    picture = open_image(image) if image is not None else None
+    pictures = [open_image(image) if image is not None else None for _, image in posts]
     models = signal_models()
-    (signals,) = extract_signals(models, [Post(text=text, image=picture)])
+    signals = extract_signals(
+        models, [Post(text=text, image=picture) for (text, _), picture in zip(posts, pictures, strict=True)]
+    )
     timings = {"signals_s": round(time.perf_counter() - started, 4)}
-    evidence = _evidence(signals)
-    versions = dict(signals.model_versions)
-    scores: dict[str, float] = {}
-    if fusion is None:
-        evidence["fusion"] = {"available": False, "note": "no moderation model is champion: a human decides"}
-    else:
+    fused: list[ModerationScores] | None = None
+    thresholds: dict[str, float] = {}
+    if fusion is not None:
         fusion_started = time.perf_counter()
         model = ml.load(fusion.name, spec=ModelSpec.from_dict(fusion.spec))
         model.check_layout(models.image_feature_names, models.text_dim)
-        (scored,) = model.predict([signals])
-        scores = {category: round(score, 6) for category, score in scored.scores.items()}
-        evidence["fusion"] = {
-            "available": True,
-            "thresholds": model.thresholds,
-            "sources": scored.sources,
-            "not_scored": scored.not_scored,
-            **scored.explanation,
-        }
-        versions["fusion"] = fusion.label
+        fused = model.predict(model.project(signals, models.image_feature_names))
+        thresholds = model.thresholds
         timings["fusion_s"] = round(time.perf_counter() - fusion_started, 4)
-    pictures = []
-    if picture is not None and signals.image is not None:
-        boxes = [*signals.image.body_parts, *signals.image.faces]
-        if boxes:
-            pictures.append(EvidencePicture("boxes", "detections", png_bytes(draw_boxes(picture, boxes))))
-        if signals.image.nsfw >= NSFW_EXPLAIN_ABOVE:
-            explain_started = time.perf_counter()
-            _, heatmap = occlusion_map(
-                models.nsfw.score,
-                picture,
-                grid=OCCLUSION_GRID,
-                label="adult_content: OpenNSFW score drop when covered",
-                model_version=versions["nsfw"],
+    results = []
+    for index, (post_signals, picture) in enumerate(zip(signals, pictures, strict=True)):
+        post_started = time.perf_counter()
+        post_timings = dict(timings)
+        evidence = _evidence(post_signals)
+        versions = dict(post_signals.model_versions)
+        scores: dict[str, float] = {}
+        if fused is None or fusion is None:
+            evidence["fusion"] = {"available": False, "note": "no moderation model is champion: a human decides"}
+        else:
+            scored = fused[index]
+            scores = {category: round(score, 6) for category, score in scored.scores.items()}
+            evidence["fusion"] = {
+                "available": True,
+                "thresholds": thresholds,
+                "sources": scored.sources,
+                "not_scored": scored.not_scored,
+                **scored.explanation,
+            }
+            versions["fusion"] = fusion.label
+        rendered = []
+        if picture is not None and post_signals.image is not None:
+            boxes = [*post_signals.image.body_parts, *post_signals.image.faces]
+            if boxes:
+                rendered.append(EvidencePicture("boxes", "detections", png_bytes(draw_boxes(picture, boxes))))
+            if post_signals.image.nsfw >= NSFW_EXPLAIN_ABOVE:
+                explain_started = time.perf_counter()
+                _, heatmap = occlusion_map(
+                    models.nsfw.score,
+                    picture,
+                    grid=OCCLUSION_GRID,
+                    label="adult_content: OpenNSFW score drop when covered",
+                    model_version=versions["nsfw"],
+                )
+                evidence["image"]["nsfw_heatmap"] = heatmap.to_dict()
+                rendered.append(
+                    EvidencePicture("heatmap", "nsfw", png_bytes(overlay(picture, heatmap, colour_bar=True)))
+                )
+                post_timings["nsfw_heatmap_s"] = round(time.perf_counter() - explain_started, 4)
+        post_timings["evidence_s"] = round(time.perf_counter() - post_started, 4)
+        post_timings["total_s"] = round(time.perf_counter() - started, 4)
+        results.append(
+            ScoredPost(
+                scores=scores, evidence=evidence, pictures=rendered, model_versions=versions, timings=post_timings
             )
-            evidence["image"]["nsfw_heatmap"] = heatmap.to_dict()
-            pictures.append(EvidencePicture("heatmap", "nsfw", png_bytes(overlay(picture, heatmap, colour_bar=True))))
-            timings["nsfw_heatmap_s"] = round(time.perf_counter() - explain_started, 4)
-    timings["total_s"] = round(time.perf_counter() - started, 4)
-    return ScoredPost(scores=scores, evidence=evidence, pictures=pictures, model_versions=versions, timings=timings)
+        )
+    return results
 
 
 def _evidence(signals: PostSignals) -> dict[str, Any]:
@@ -109,6 +137,7 @@ def _evidence(signals: PostSignals) -> dict[str, Any]:
             "body_parts": [_detection(d) for d in signals.image.body_parts],
             "faces": [_detection(d) for d in signals.image.faces],
             "ocr_text": signals.image.ocr.text,
+            **({"zero_shot": signals.image.zero_shot} if signals.image.zero_shot else {}),
             "ocr_lines": [
                 {"text": line.text, "score": round(line.score, 4), "box": [round(v, 1) for v in line.box]}
                 for line in signals.image.ocr.lines

@@ -178,7 +178,9 @@ def _compare(
 def _macro_f1(model: ModerationModel, signals: list[PostSignals], labels: list[dict[str, int]]) -> float | None:
     if not signals:
         return None
-    model.check_layout(inference.signal_models().image_feature_names, inference.signal_models().text_dim)
+    models = inference.signal_models()
+    model.check_layout(models.image_feature_names, models.text_dim)
+    signals = model.project(signals, models.image_feature_names)
     scores = [result.scores for result in model.predict(signals, explain=False)]
     macro = scores_report(scores, labels, model.thresholds)["macro_f1"]
     return None if macro is None else round(float(macro), 4)

@@ -1,8 +1,10 @@
 """Moderation signals: what the offline pack's models say about one post (text and/or image), as evidence a
 moderator can read and as the fixed-layout feature vectors a fusion head is trained on.
 
-Image: OpenNSFW's score, NudeNet's body-part boxes, MTCNN's faces and RapidOCR's text. Text: the post's text followed
-by the text read from its image, embedded with MiniLM and scored by the profanity baseline. Every entry of the image
+Image: OpenNSFW's score, NudeNet's body-part boxes, MTCNN's faces and RapidOCR's text; with the full pack's CLIP
+installed, also zero-shot scores per category (how much more the image looks like the category's prompts than like
+an ordinary photo). Text: the post's text followed by the text read from its image, embedded with MiniLM and scored
+by the profanity baseline. Every entry of the image
 feature vector has a name (``SignalModels.image_feature_names``), recorded with a trained head so that a head is
 never fed another layout than the one it learnt.
 
@@ -36,6 +38,25 @@ SIGNAL_MODELS: dict[str, str] = {
     "faces": "mtcnn",
     "ocr": "rapidocr",
 }
+# Loaded when installed (the full pack); without them the signals are the offline pack's alone.
+OPTIONAL_SIGNAL_MODELS: dict[str, str] = {"clip": "clip-vit-b-32-laion2b"}
+# CLIP zero-shot prompts per category, each against the ordinary-photo prompts. A category added later without
+# prompts here gets no zero-shot feature (its head still reads every other signal).
+ZERO_SHOT_PROMPTS: dict[str, tuple[str, ...]] = {
+    "violence": ("a photo of violence", "a photo of a fight", "a photo of a weapon", "a photo of blood and injuries"),
+    "adult_content": ("a nude photo", "an explicit sexual photo", "a photo of a naked person"),
+    "hate_speech": ("a hate symbol", "a racist meme", "a photo of an extremist rally"),
+    "harassment": ("an insulting meme about a person", "a photo mocking someone"),
+    "spam": ("an advertisement", "a promotional flyer with a phone number", "a screenshot of a prize scam"),
+    "misinformation": ("a fake news screenshot", "a misleading meme about a miracle cure"),
+}
+ORDINARY_PROMPTS = (
+    "an ordinary photo",
+    "a photo of everyday life",
+    "a photo of a landscape",
+    "a photo of food",
+    "a photo of a pet",
+)
 # The image feature vector: the NSFW score, the best score of each of the body-part detector's labels (read from its
 # spec, so the layout follows the model version), then these.
 IMAGE_SUMMARY_FEATURES = (
@@ -62,6 +83,7 @@ class ImageEvidence:
     body_parts: list[Detection]
     faces: list[Detection]
     ocr: OcrResult
+    zero_shot: dict[str, float] = field(default_factory=dict)  # category -> P(category vs ordinary); full pack only
 
 
 @dataclass(frozen=True)
@@ -78,7 +100,8 @@ class PostSignals:
 
 @dataclass
 class SignalModels:
-    """The loaded models, one per role of ``SIGNAL_MODELS``."""
+    """The loaded models, one per role of ``SIGNAL_MODELS``, and those of ``OPTIONAL_SIGNAL_MODELS`` that are
+    installed (``None`` otherwise)."""
 
     sentence: Any
     profanity: Any
@@ -86,22 +109,57 @@ class SignalModels:
     body_parts: Any
     faces: Any
     ocr: Any
+    clip: Any | None = None
+    _zero_shot_classes: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, *, device: str = "cpu", names: dict[str, str] | None = None) -> SignalModels:
+        """``names`` overrides a role's spec name; an optional role named there must load, one left to its default
+        is skipped when its weights are not installed."""
         import ml
+        from ml.sources import ModelNotInstalled
 
-        chosen = {**SIGNAL_MODELS, **(names or {})}
-        return cls(**{role: ml.load(name, device=device) for role, name in chosen.items()})
+        chosen = {**SIGNAL_MODELS, **{r: n for r, n in (names or {}).items() if r in SIGNAL_MODELS}}
+        models = {role: ml.load(name, device=device) for role, name in chosen.items()}
+        for role, default in OPTIONAL_SIGNAL_MODELS.items():
+            try:
+                models[role] = ml.load((names or {}).get(role, default), device=device)
+            except ModelNotInstalled as error:
+                if role in (names or {}):
+                    raise
+                logger.info("optional signal model %s is not installed: %s", role, error)
+        return cls(**models)
 
     @property
     def versions(self) -> dict[str, str]:
-        """``role -> name@version`` of every model, recorded with each result."""
-        return {role: model_version_of(getattr(self, role)) for role in SIGNAL_MODELS}
+        """``role -> name@version`` of every loaded model, recorded with each result."""
+        roles = [*SIGNAL_MODELS, *(role for role in OPTIONAL_SIGNAL_MODELS if getattr(self, role) is not None)]
+        return {role: model_version_of(getattr(self, role)) for role in roles}
 
     @property
     def image_feature_names(self) -> tuple[str, ...]:
-        return ("nsfw", *(f"body_part:{label}" for label in self.body_part_labels), *IMAGE_SUMMARY_FEATURES)
+        zero_shot = tuple(f"clip:{name}" for name in ZERO_SHOT_PROMPTS) if self.clip is not None else ()
+        body_parts = tuple(f"body_part:{label}" for label in self.body_part_labels)
+        return ("nsfw", *body_parts, *IMAGE_SUMMARY_FEATURES, *zero_shot)
+
+    def zero_shot(self, images: Sequence[Image.Image]) -> list[dict[str, float]]:
+        """Per image and category of ``ZERO_SHOT_PROMPTS``: the softmax probability of the category's prompt
+        ensemble against the ordinary-photo ensemble (CLIP's logit scale); empty dicts without CLIP."""
+        if self.clip is None:
+            return [{} for _ in images]
+        from ml.encoders.base import l2_normalise
+        from ml.tasks.zero_shot import DEFAULT_LOGIT_SCALE
+
+        if self._zero_shot_classes is None:
+            ensembles = [*ZERO_SHOT_PROMPTS.values(), ORDINARY_PROMPTS]
+            embedded = [l2_normalise(np.asarray(self.clip.encode_texts(list(p)))).mean(axis=0) for p in ensembles]
+            self._zero_shot_classes = l2_normalise(np.stack(embedded)).astype(np.float32)
+        similarity = l2_normalise(np.asarray(self.clip.encode_images(list(images)))) @ self._zero_shot_classes.T
+        scale = float(getattr(self.clip, "logit_scale", None) or DEFAULT_LOGIT_SCALE)
+        # P(category) = sigmoid(scale * (s_category - s_ordinary)): the two-way softmax.
+        margins = scale * (similarity[:, :-1] - similarity[:, -1:])
+        scores = 1.0 / (1.0 + np.exp(-np.clip(margins, -50, 50)))
+        return [{name: float(row[i]) for i, name in enumerate(ZERO_SHOT_PROMPTS)} for row in scores]
 
     @property
     def body_part_labels(self) -> tuple[str, ...]:
@@ -116,16 +174,21 @@ class SignalModels:
 def extract_signals(models: SignalModels, posts: Sequence[Post]) -> list[PostSignals]:
     """Every post's evidence and features; images and texts each go through their models in one batch."""
     with_image = [index for index, post in enumerate(posts) if post.image is not None]
-    images = [posts[index].image for index in with_image]
+    images = [image for image in (post.image for post in posts) if image is not None]
     evidence: dict[int, ImageEvidence] = {}
     if images:
         nsfw = models.nsfw.score(images)
         body_parts = models.body_parts.detect(images)
         faces = models.faces.detect(images)
         ocr = models.ocr.read(images)
+        zero_shot = models.zero_shot(images)
         for position, index in enumerate(with_image):
             evidence[index] = ImageEvidence(
-                nsfw=float(nsfw[position]), body_parts=body_parts[position], faces=faces[position], ocr=ocr[position]
+                nsfw=float(nsfw[position]),
+                body_parts=body_parts[position],
+                faces=faces[position],
+                ocr=ocr[position],
+                zero_shot=zero_shot[position],
             )
     texts = [
         combined_text(post.text, evidence[index].ocr.text if index in evidence else "")
@@ -174,5 +237,6 @@ def image_feature_vector(evidence: ImageEvidence, body_part_labels: Sequence[str
         max((face.score for face in evidence.faces), default=0.0),
         1.0 if text.strip() else 0.0,
         math.log1p(len(text)) / 10,
+        *evidence.zero_shot.values(),
     ]
     return np.asarray(values, dtype=np.float32)

@@ -26,7 +26,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -125,12 +125,27 @@ class ModerationModel:
         self.thresholds = {**head.thresholds, **{name: t for name, (_, t) in fallbacks.items()}}
 
     def check_layout(self, image_feature_names: Sequence[str], text_signal_dim: int) -> None:
-        if list(image_feature_names) != self.image_feature_names or text_signal_dim != self.text_signal_dim:
+        """Refuse signals that lack an image feature the model learnt, or whose text signals differ; extra image
+        features (a model installed after this one was trained, such as the full pack's CLIP) are left out by
+        ``project``."""
+        missing = [name for name in self.image_feature_names if name not in image_feature_names]
+        if missing or text_signal_dim != self.text_signal_dim:
             raise LayoutMismatch(
                 f"{self.model_version} was trained on image features {self.image_feature_names} and "
                 f"{self.text_signal_dim} text signals; these signals have {list(image_feature_names)} and "
                 f"{text_signal_dim}: retrain it (manage.py moderation_train) for the new signal models"
             )
+
+    def project(self, posts: Sequence[PostSignals], image_feature_names: Sequence[str]) -> list[PostSignals]:
+        """The posts' signals in this model's image feature layout (``check_layout`` first)."""
+        names = list(image_feature_names)
+        if names == self.image_feature_names:
+            return list(posts)
+        columns = [names.index(name) for name in self.image_feature_names]
+        return [
+            post if post.image_features is None else replace(post, image_features=post.image_features[columns])
+            for post in posts
+        ]
 
     def predict(self, posts: Sequence[PostSignals], *, explain: bool = True) -> list[ModerationScores]:
         if not posts:

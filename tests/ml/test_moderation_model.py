@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -107,7 +108,23 @@ def test_a_saved_model_loads_and_scores_the_same(text_trained, tmp_path: Path) -
     assert spec.family == "moderation-model" and spec.labels == ["hate_speech", "spam", "adult_content"]
     loaded.check_layout(IMAGE_FEATURES, TEXT_DIM)
     with pytest.raises(LayoutMismatch, match="retrain"):
-        loaded.check_layout(["nsfw", "faces", "new_detector"], TEXT_DIM)
+        loaded.check_layout(["nsfw", "new_detector"], TEXT_DIM)  # "faces" is gone
+    with pytest.raises(LayoutMismatch, match="retrain"):
+        loaded.check_layout(IMAGE_FEATURES, TEXT_DIM + 1)
+
+
+def test_signals_with_an_extra_image_feature_are_projected_to_the_learnt_layout(text_trained) -> None:
+    model = text_trained.model()
+    rng = np.random.default_rng(3)
+    post = _signals("", 3, rng, [0.5, 0.0])
+    wider = dataclasses.replace(post, image_features=np.array([0.5, 0.9, 0.0], dtype=np.float32))
+    names = ["nsfw", "clip:violence", "faces"]  # a model installed after training adds a feature in between
+
+    model.check_layout(names, TEXT_DIM)
+    (projected,) = model.project([wider], names)
+
+    assert projected.image_features.tolist() == [0.5, 0.0]
+    assert model.predict([projected])[0].scores == model.predict([post])[0].scores
 
 
 def test_labelled_images_teach_the_head_to_read_them() -> None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from ml.tasks.moderation import Post, SignalModels, combined_text, extract_signals
+import ml
+from ml.tasks.moderation import ZERO_SHOT_PROMPTS, Post, SignalModels, combined_text, extract_signals
+from ml.tiny import build_tiny_open_clip
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +63,25 @@ def test_combined_text_keeps_the_post_first() -> None:
     assert combined_text("  caption ", "") == "caption"
     assert combined_text("", "read") == "read"
     assert combined_text("caption", "read") == "caption\nread"
+
+
+def test_without_the_full_pack_there_is_no_clip_signal(models: SignalModels) -> None:
+    assert models.clip is None  # clip-vit-b-32-laion2b is not installed here: skipped, not an error
+    assert not [name for name in models.image_feature_names if name.startswith("clip:")]
+    assert "clip" not in models.versions
+
+
+def test_an_installed_clip_adds_zero_shot_scores_per_category(models: SignalModels, tmp_path: Path) -> None:
+    spec = build_tiny_open_clip(tmp_path / "clip", name="tiny-open-clip")
+    with_clip = dataclasses.replace(models, clip=ml.load(spec.name, spec=spec))
+
+    (post,) = extract_signals(with_clip, [Post(text="look", image=poster("WIN"))])
+
+    names = with_clip.image_feature_names
+    assert names[: len(models.image_feature_names)] == models.image_feature_names  # the offline layout, then CLIP's
+    assert names[len(models.image_feature_names) :] == tuple(f"clip:{name}" for name in ZERO_SHOT_PROMPTS)
+    assert post.image is not None and set(post.image.zero_shot) == set(ZERO_SHOT_PROMPTS)
+    assert all(0.0 < value < 1.0 for value in post.image.zero_shot.values())
+    assert post.image_features is not None and post.image_features.shape == (len(names),)
+    assert post.image_features[names.index("clip:spam")] == pytest.approx(post.image.zero_shot["spam"])
+    assert with_clip.versions["clip"] == "tiny-open-clip@" + spec.version

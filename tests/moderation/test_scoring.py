@@ -79,6 +79,34 @@ def test_a_post_is_scored_on_a_worker_and_without_a_fusion_head_goes_to_review(
     assert actions == ["moderation.item_submit", "moderation.item_route"]
 
 
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_backlog_is_scored_in_batches_and_a_worker_killed_mid_batch_loses_no_post(
+    minilm_champion, start_worker, make_user
+) -> None:
+    author = make_user("moderator")
+    # Posters with words, so each post costs OCR: a batch of them takes seconds, long enough to be killed in.
+    items = [moderation_item_submit(image=poster(f"POST {n} WORDS"), actor=author) for n in range(12)]
+    first = start_worker()
+    jobs = InferenceJob.objects.filter(pk__in=[item.job_id for item in items])
+    wait_for(lambda: jobs.filter(status=JobStatus.RUNNING).count() > 1, 120, "a batch to be claimed")
+    first.kill()
+    claimed = set(jobs.filter(status=JobStatus.RUNNING).values_list("pk", flat=True))
+
+    start_worker()
+    # Unacknowledged messages come back after the visibility timeout (35 s), and claimed jobs after their lease (30 s).
+    wait_for(lambda: not jobs.exclude(status=JobStatus.SUCCEEDED).exists(), 300, "every post to be scored")
+
+    for item in items:
+        assert ModerationResult.objects.filter(item=item).count() == 1, "each post scored and stored once"
+        item.refresh_from_db()
+        assert item.status != ItemStatus.SCORING
+    for job in jobs:
+        succeeded = AuditEvent.objects.filter(target_id=str(job.pk), action="job.succeed").count()
+        assert succeeded == 1 and job.attempts == (2 if job.pk in claimed else 1)
+    assert AuditEvent.objects.filter(action="job.start", payload__has_key="batched_with").count() >= len(claimed) - 1
+
+
 @pytest.mark.django_db(transaction=True)
 def test_scores_are_routed_by_the_policy_in_force(minilm_champion) -> None:
     spam = Category.objects.get(slug="spam")
@@ -187,3 +215,21 @@ def test_an_ordinary_image_is_not_explained() -> None:
 
     assert scored.evidence["image"]["nsfw"] < inference.NSFW_EXPLAIN_ABOVE
     assert "nsfw_heatmap" not in scored.evidence["image"] and not scored.pictures
+
+
+def test_posts_scored_together_get_what_each_gets_alone() -> None:
+    from apps.moderation import inference
+
+    posts = [("you absolute idiot", None), ("", poster("FREE MONEY")), ("lunch with friends", poster("HELLO"))]
+
+    together = inference.score_posts(posts, fusion=None)
+    alone = [inference.score_post(text=text, image=image, fusion=None) for text, image in posts]
+
+    for batched, single in zip(together, alone, strict=True):
+        assert batched.evidence["text"] == single.evidence["text"]
+        assert batched.evidence["profanity"] == pytest.approx(single.evidence["profanity"], abs=1e-6)
+        if "image" in single.evidence:
+            assert batched.evidence["image"]["ocr_text"] == single.evidence["image"]["ocr_text"]
+            assert batched.evidence["image"]["nsfw"] == pytest.approx(single.evidence["image"]["nsfw"], abs=1e-4)
+        assert batched.model_versions == single.model_versions
+    assert "image" not in together[0].evidence and together[1].evidence["image"]["ocr_text"] == "FREE MONEY"
