@@ -97,9 +97,17 @@ def _requeue(job: InferenceJob, *, actor: User | None) -> InferenceJob:
     return job
 
 
-@transaction.atomic
 def job_start(*, job_id: str) -> InferenceJob | None:
     """Claim the job for this worker; ``None`` when there is nothing to do (finished or queued again later)."""
+    # A finished job stays finished (a retry queues it with a message of its own): the messages of jobs that ran in
+    # another job's batch end here, in one query without a transaction.
+    if InferenceJob.objects.filter(pk=job_id, status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED]).exists():
+        return None
+    return _job_start_locked(job_id=job_id)
+
+
+@transaction.atomic
+def _job_start_locked(*, job_id: str) -> InferenceJob | None:
     job = InferenceJob.objects.select_for_update().filter(pk=job_id).first()
     if job is None or job.status in {JobStatus.SUCCEEDED, JobStatus.FAILED}:
         return None
@@ -151,7 +159,7 @@ def job_report_progress(*, job: InferenceJob, done: int, total: int) -> None:
 
 @transaction.atomic
 def _job_finish(*, job: InferenceJob, result: dict[str, Any] | None, error: str) -> bool:
-    current = InferenceJob.objects.select_for_update().get(pk=job.pk)
+    current = InferenceJob.objects.select_for_update(of=("self",)).select_related("model_version").get(pk=job.pk)
     if current.status != JobStatus.RUNNING or current.attempts != job.attempts:
         # Another attempt took the job over (or finished it): this attempt's outcome is dropped.
         logger.warning("dropping the outcome of a superseded attempt", extra={"attempt": job.attempts})

@@ -89,7 +89,7 @@ def moderation_train(
     reviewed_signals = _signals([_post_of(item) for item, _ in trainable], report, "signals: reviewed items")
     training = [
         *(
-            LabelledSignals(signals, post.labels, post.fields.get("source", "files"))
+            LabelledSignals(signals, post.labels, post.fields.get("source", "files"), targets=post.targets)
             for signals, post in zip(file_signals, posts, strict=True)
         ),
         *(

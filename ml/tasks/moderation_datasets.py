@@ -4,9 +4,11 @@ A directory may hold any subset of these folders; each becomes posts with per-ca
 categories its source can speak to) and descriptive fields for ``--by`` reports:
 
 - ``davidson_hate_offensive/labeled_data.csv`` (``class`` 0 hate, 1 offensive, 2 neither; ``tweet``):
-  hate_speech = hate; harassment = hate or offensive;
+  hate_speech = hate; harassment = hate or offensive; with the vote columns (``count``, ``hate_speech``,
+  ``offensive_language``) the shares of votes are the training targets;
 - ``sms_spam_collection/SMSSpamCollection.tsv`` (``Label`` ham/spam, ``SMS``): spam;
-- ``ethos/Ethos_Dataset_Binary.csv`` (``comment;isHate``): hate_speech = isHate >= 0.5;
+- ``ethos/Ethos_Dataset_Binary.csv`` (``comment;isHate``): hate_speech = isHate >= 0.5 (the share itself is the
+  training target, as for the multi-label file's violence);
   ``Ethos_Dataset_Multi_Label.csv``
   (hateful comments only) adds violence and the ``target_group`` field;
 - ``liar_misinformation/{train,valid,test}.tsv`` (label in column 2, claim in column 3): misinformation = false,
@@ -42,6 +44,9 @@ class LabelledPost:
     text: str
     labels: dict[str, int]
     fields: dict[str, str] = field(default_factory=dict)  # source, and what the source tells about the post
+    # Annotators' share of yes per category, where the source gives it (Davidson's votes, ETHOS's scores): training
+    # targets; ``labels`` are the majority reading, used for thresholds and evaluation.
+    targets: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         """One line of the evaluation JSONL (``manage.py evaluate moderation``)."""
@@ -67,10 +72,17 @@ def read_moderation_dir(directory: Path) -> list[LabelledPost]:
 def _davidson(folder: Path) -> Iterator[LabelledPost]:
     for row in _rows(folder / "labeled_data.csv", delimiter=","):
         label = int(_field(row, "class", folder))
+        targets = {}
+        votes = [row.get(name) for name in ("count", "hate_speech", "offensive_language")]
+        if all(vote not in (None, "") for vote in votes):
+            count, hate, offensive = (float(vote) for vote in votes)  # type: ignore[arg-type]
+            if count > 0:
+                targets = {"hate_speech": hate / count, "harassment": min(1.0, (hate + offensive) / count)}
         yield LabelledPost(
             text=_field(row, "tweet", folder),
             labels={"hate_speech": int(label == 0), "harassment": int(label in (0, 1))},
             fields={"source": "davidson"},
+            targets=targets,
         )
 
 
@@ -88,14 +100,16 @@ def _ethos(folder: Path) -> Iterator[LabelledPost]:
     if binary.is_file():
         for row in _rows(binary, delimiter=";"):
             text = _field(row, "comment", folder)
-            hate = int(float(_field(row, "isHate", folder)) >= SCORE_THRESHOLD)
-            posts.setdefault(text, LabelledPost(text, {}, {"source": "ethos"})).labels["hate_speech"] = hate
+            share = min(1.0, max(0.0, float(_field(row, "isHate", folder))))
+            post = posts.setdefault(text, LabelledPost(text, {}, {"source": "ethos"}))
+            post.labels["hate_speech"], post.targets["hate_speech"] = int(share >= SCORE_THRESHOLD), share
     multi = folder / "Ethos_Dataset_Multi_Label.csv"
     if multi.is_file():
         for row in _rows(multi, delimiter=";"):
             text = _field(row, "comment", folder)
             post = posts.setdefault(text, LabelledPost(text, {"hate_speech": 1}, {"source": "ethos"}))
-            post.labels["violence"] = int(float(_field(row, "violence", folder)) >= SCORE_THRESHOLD)
+            violence = min(1.0, max(0.0, float(_field(row, "violence", folder))))
+            post.labels["violence"], post.targets["violence"] = int(violence >= SCORE_THRESHOLD), violence
             shares = {group: float(row.get(group) or 0) for group in ETHOS_GROUPS}
             group, share = max(shares.items(), key=lambda item: item[1])
             post.fields["target_group"] = group if share >= SCORE_THRESHOLD else "none"

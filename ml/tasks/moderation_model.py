@@ -67,6 +67,9 @@ class LabelledSignals:
     labels: dict[str, int]
     source: str = ""
     key: str = ""  # what makes two posts one (the split keeps them together); default: the text
+    # Training targets in [0, 1] where the source gives more than a yes/no (the share of annotators who said yes);
+    # the models learn from these, while thresholds and metrics keep to ``labels``.
+    targets: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -305,14 +308,17 @@ def _related_to_positive(positive: np.ndarray, categories: Sequence[str]) -> np.
     return (positive.astype(np.int32) @ related.astype(np.int32)) > 0
 
 
-def label_arrays(posts: Sequence[LabelledSignals], categories: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(labels [N, C] float 0/1, known [N, C] bool)."""
+def label_arrays(
+    posts: Sequence[LabelledSignals], categories: Sequence[str], *, soft: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labels [N, C] float 0/1, or the posts' soft ``targets`` where they have them; known [N, C] bool)."""
     labels = np.zeros((len(posts), len(categories)), dtype=np.float32)
     known = np.zeros((len(posts), len(categories)), dtype=bool)
     for row, post in enumerate(posts):
+        values = {**post.labels, **post.targets} if soft else post.labels
         for column, name in enumerate(categories):
-            if name in post.labels:
-                labels[row, column], known[row, column] = float(post.labels[name]), True
+            if name in values:
+                labels[row, column], known[row, column] = float(values[name]), True
     return labels, known
 
 
@@ -350,9 +356,11 @@ def train_moderation_model(
     columns = [list(categories).index(name) for name in learnt]
     logger.info("training on %d posts (%d validation, %d test): %s", len(train), len(validation), len(test), learnt)
 
-    # Labels for training: the stated ones, and the presumed negatives (validation and test keep the stated only).
-    y, known = train_labels[:, columns], train_known[:, columns]
-    presumed = ~known & ~_related_to_positive(y > 0.5, learnt)
+    # Targets for training: the stated ones (soft where the source gives shares), and the presumed negatives
+    # (validation and test keep the stated 0/1 labels).
+    soft_labels, _ = label_arrays(train, categories, soft=True)
+    y, known = soft_labels[:, columns], train_known[:, columns]
+    presumed = ~known & ~_related_to_positive(train_labels[:, columns] > 0.5, learnt)
     weight = np.where(known, 1.0, np.where(presumed, config.presumed_negative_weight, 0.0)).astype(np.float32)
     known = known | presumed
 
@@ -385,7 +393,8 @@ def train_moderation_model(
         logits: np.ndarray | None = None,
         mask: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> FusionData:
-        """The split's head inputs with its stated labels, or with ``mask`` (known, weight) in their place."""
+        """The split's head inputs with its stated labels, or with its soft targets and ``mask`` (known, weight)
+        (the training split)."""
         image, text, image_present, text_present = _inputs(
             [post.signals for post in split],
             ngrams,
@@ -395,7 +404,7 @@ def train_moderation_model(
             logits,
             reads_image=reads_image,
         )
-        labels, stated = label_arrays(split, learnt)
+        labels, stated = label_arrays(split, learnt, soft=mask is not None)
         known, weight = mask if mask is not None else (stated, None)
         return FusionData(
             image, text, labels, known, image_present=image_present, text_present=text_present, label_weight=weight

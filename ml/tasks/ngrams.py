@@ -83,8 +83,16 @@ class NgramClassifier:
             target = labels[rows, index] > 0.5
             if min(target.sum(), (~target).sum()) < MIN_LABELLED:
                 continue
+            # A soft label p (annotators' share) is the row twice: positive at weight p, negative at 1 - p.
+            share = np.clip(labels[rows, index], 0.0, 1.0).astype(np.float64)
+            base = np.ones(len(rows)) if weight is None else weight[rows, index].astype(np.float64)
+            soft = np.flatnonzero((share > 0) & (share < 1))
+            stacked = sparse.vstack([features[rows], features[rows[soft]]]).tocsr()
+            targets = np.concatenate([share >= 0.5, share[soft] < 0.5])
+            sample = base * np.where(share >= 0.5, share, 1 - share)
+            sample = np.concatenate([sample, base[soft] * np.where(share[soft] >= 0.5, 1 - share[soft], share[soft])])
             model = LogisticRegression(C=strength, class_weight="balanced", max_iter=1000)
-            model.fit(features[rows], target, sample_weight=None if weight is None else weight[rows, index])
+            model.fit(stacked, targets, sample_weight=sample)
             coef[index], intercept[index] = model.coef_[0], model.intercept_[0]
         return cls(categories=list(categories), idf=idf, coef=coef, intercept=intercept, bits=bits)
 

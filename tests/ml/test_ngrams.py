@@ -39,3 +39,19 @@ def test_it_learns_a_category_and_leaves_an_unlabelled_one_at_zero(tmp_path: Pat
     loaded = NgramClassifier.load(tmp_path)
     np.testing.assert_array_equal(loaded.logits(texts[:3]), model.logits(texts[:3]))
     assert loaded.categories == ["spam", "other"] and loaded.bits == 16
+
+
+def test_soft_labels_rank_texts_by_the_share_of_yes() -> None:
+    rng = random.Random(1)
+    words = {"vile": 0.9, "rude": 0.5, "odd": 0.2, "calm": 0.0}
+    texts, shares = [], []
+    for word, share in words.items():
+        for _ in range(30):
+            texts.append(f"that was {word} of them on day {rng.randint(1, 99)}")
+            shares.append(share)
+    labels = np.array(shares, dtype=np.float32)[:, None]
+    model = NgramClassifier.fit(texts, labels, np.ones_like(labels, dtype=bool), ["hate"], bits=16)
+
+    logits = model.logits([f"that was {word} of them" for word in words])[:, 0]
+
+    assert list(np.argsort(-logits)) == [0, 1, 2, 3], logits

@@ -16,6 +16,7 @@ def write_layouts(root: Path) -> Path:
     (root / "davidson_hate_offensive" / "labeled_data.csv").write_text(
         ",count,hate_speech,offensive_language,neither,class,tweet\n"
         '1,3,3,0,0,0,"you people are vermin"\n2,3,0,3,0,1,shut up idiot\n3,3,0,0,3,2,"nice day, friends"\n'
+        "4,3,1,2,0,1,go back where you came from\n"
     )
     (root / "sms_spam_collection").mkdir()
     (root / "sms_spam_collection" / "SMSSpamCollection.tsv").write_text(
@@ -46,7 +47,13 @@ def test_every_layout_becomes_labelled_posts(tmp_path: Path) -> None:
     assert posts["lovely"].labels == {"hate_speech": 0}
     assert posts["The moon is cheese."].labels == {"misinformation": 1}
     assert posts["Water is wet."].fields == {"source": "liar", "split": "train", "truth_rating": "true"}
-    assert len(posts) == 9
+    assert len(posts) == 10
+    # Annotators' shares are training targets beside the majority labels.
+    split = posts["go back where you came from"]
+    assert split.labels == {"hate_speech": 0, "harassment": 1}
+    assert split.targets == {"hate_speech": pytest.approx(1 / 3), "harassment": 1.0}
+    assert thieves.targets == {"hate_speech": 0.9, "violence": 0.7} and posts["lovely"].targets == {"hate_speech": 0.1}
+    assert posts["Water is wet."].targets == {}
 
 
 def test_a_directory_without_known_folders_is_refused(tmp_path: Path) -> None:
@@ -68,7 +75,7 @@ def test_export_writes_one_json_object_per_line(tmp_path: Path, capsys: pytest.C
     call_command("moderation_export_jsonl", "--data", str(write_layouts(tmp_path / "data")), "--out", str(out))
 
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(lines) == 9 and "wrote 9 items" in capsys.readouterr().out
+    assert len(lines) == 10 and "wrote 10 items" in capsys.readouterr().out
     assert {"text": "WIN a prize now!!", "labels": {"spam": 1}, "source": "sms"} in lines
     with pytest.raises(CommandError, match="not a directory"):
         call_command("moderation_export_jsonl", "--data", str(tmp_path / "missing"), "--out", str(out))
