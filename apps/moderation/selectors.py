@@ -85,12 +85,16 @@ def reviewed_scores() -> dict[str, tuple[list[float], list[int]]]:
     """category -> (model scores, reviewer labels) over every reviewed item the model scored for it: the data of
     the dashboard's precision/recall curves."""
     curves: dict[str, tuple[list[float], list[int]]] = {}
-    for item, labels in reviewed_labels():
-        result = item_latest_result(item=item)
-        if result is None:
+    reviewed = reviewed_labels()
+    latest_scores: dict[str, dict[str, float]] = {}
+    results = ModerationResult.objects.filter(item__in=[item.pk for item, _ in reviewed]).order_by("created_at", "pk")
+    for item_id, scores in results.values_list("item_id", "scores"):
+        latest_scores[str(item_id)] = scores  # ordered by time: the last one stays, as item_latest_result's
+    for item, labels in reviewed:
+        if str(item.pk) not in latest_scores:
             continue
         for category, label in labels.items():
-            score = result.scores.get(category)
+            score = latest_scores[str(item.pk)].get(category)
             if score is not None:
                 scores, truth = curves.setdefault(category, ([], []))
                 scores.append(float(score))
