@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import io
 import json
 import logging
 import os
@@ -64,30 +63,17 @@ def text_posts(count: int, *, seed: int = 0) -> list[BenchPost]:
 
 
 def image_posts(count: int) -> list[BenchPost]:
-    """Posters with words (OCR reads them) and scikit-image's photos, some with a caption, PNG-encoded."""
-    import skimage.data
-    from PIL import Image, ImageDraw, ImageFont
-
-    def png(image: Image.Image) -> bytes:
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return buffer.getvalue()
-
-    def poster(words: str) -> bytes:
-        image = Image.new("RGB", (900, 300), "#fff8e1")
-        ImageDraw.Draw(image).text((40, 110), words, fill="#1d2330", font=ImageFont.load_default(size=56))
-        return png(image)
-
-    def photo(name: str) -> bytes:
-        return png(Image.fromarray(getattr(skimage.data, name)()).convert("RGB"))
+    """The demo's posters with words (OCR reads them) and scikit-image photos, some with a caption, PNG-encoded."""
+    from apps.moderation.demo import photo, poster
+    from ml.explain.render import png_bytes
 
     makers = [
-        lambda n: BenchPost("", poster(f"WIN A FREE CRUISE {n}")),
-        lambda n: BenchPost(f"our crew on launch day {n}", photo("rocket")),
-        lambda n: BenchPost("", photo("chelsea")),
-        lambda n: BenchPost(f"morning coffee {n}", photo("coffee")),
-        lambda n: BenchPost("", poster(f"BOOK CLUB ON THURSDAY {n}")),
-        lambda n: BenchPost("", photo("astronaut")),
+        lambda n: BenchPost("", png_bytes(poster(f"WIN A FREE CRUISE {n}"))),
+        lambda n: BenchPost(f"our crew on launch day {n}", png_bytes(photo("rocket"))),
+        lambda n: BenchPost("", png_bytes(photo("chelsea"))),
+        lambda n: BenchPost(f"morning coffee {n}", png_bytes(photo("coffee"))),
+        lambda n: BenchPost("", png_bytes(poster(f"BOOK CLUB ON THURSDAY {n}"))),
+        lambda n: BenchPost("", png_bytes(photo("astronaut"))),
     ]
     return [makers[index % len(makers)](index) for index in range(count)]
 

@@ -11,7 +11,6 @@ audit sample to a quarter of the automatic decisions (a new policy version, audi
 
 from __future__ import annotations
 
-import io
 import logging
 import random
 import tempfile
@@ -27,6 +26,7 @@ from apps.moderation.models import ContentItem
 from apps.moderation.services import FUSION_MODEL_NAME, moderation_item_submit, policies_in_force, policy_create
 from apps.moderation.training import moderation_train
 from apps.registry.models import ModelVersion
+from ml.explain.render import png_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +74,13 @@ def _seed(integrator: User) -> int:
     rng = random.Random(2026)  # noqa: S311 - generated demo posts, not security
     makers: list[Callable[[random.Random], str]] = [ordinary, ordinary, spam, hateful, offensive, misinformation]
     posts: list[tuple[str, bytes | None]] = [(maker(rng), None) for maker in makers * 4]
-    posts += [("", _png(_poster(words))) for words in POSTERS]
-    posts += [("", _png(_photo(name))) for name in PHOTOS]
+    posts += [("", png_bytes(poster(words))) for words in POSTERS]
+    posts += [("", png_bytes(photo(name))) for name in PHOTOS]
     posts += [
-        ("our crew on the launch day", _png(_photo("rocket"))),
-        ("my cat judging me again", _png(_photo("chelsea"))),
-        (spam(rng), _png(_poster("CLAIM NOW"))),
-        ("morning coffee before the match", _png(_photo("coffee"))),
+        ("our crew on the launch day", png_bytes(photo("rocket"))),
+        ("my cat judging me again", png_bytes(photo("chelsea"))),
+        (spam(rng), png_bytes(poster("CLAIM NOW"))),
+        ("morning coffee before the match", png_bytes(photo("coffee"))),
     ]
     for number, (text, image) in enumerate(posts):
         moderation_item_submit(
@@ -89,7 +89,8 @@ def _seed(integrator: User) -> int:
     return len(posts)
 
 
-def _photo(name: str) -> Image.Image:
+def photo(name: str) -> Image.Image:
+    """One of scikit-image's bundled sample photos (public domain or CC0), as RGB."""
     import skimage.data
 
     pixels = getattr(skimage.data, name)()
@@ -97,13 +98,8 @@ def _photo(name: str) -> Image.Image:
     return image.convert("RGB")
 
 
-def _poster(words: str) -> Image.Image:
+def poster(words: str) -> Image.Image:
+    """A poster with ``words`` on it (what OCR reads)."""
     image = Image.new("RGB", (900, 300), "#fff8e1")
     ImageDraw.Draw(image).text((40, 110), words, fill="#1d2330", font=ImageFont.load_default(size=56))
     return image
-
-
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()

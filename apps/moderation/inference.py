@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from PIL import Image
+
 import ml
 from apps.registry.models import ModelVersion
 from ml.detectors import Detection
@@ -73,12 +75,13 @@ def score_posts(posts: Sequence[tuple[str, bytes | None]], *, fusion: ModelVersi
     timings = {"signals_s": round(time.perf_counter() - started, 4)}
     fused: list[ModerationScores] | None = None
     thresholds: dict[str, float] = {}
+    fusion_label = ""
     if fusion is not None:
         fusion_started = time.perf_counter()
         model = ml.load(fusion.name, spec=ModelSpec.from_dict(fusion.spec))
         model.check_layout(models.image_feature_names, models.text_dim)
         fused = model.predict(model.project(signals, models.image_feature_names))
-        thresholds = model.thresholds
+        thresholds, fusion_label = model.thresholds, fusion.label
         timings["fusion_s"] = round(time.perf_counter() - fusion_started, 4)
     results = []
     for index, (post_signals, picture) in enumerate(zip(signals, pictures, strict=True)):
@@ -87,7 +90,7 @@ def score_posts(posts: Sequence[tuple[str, bytes | None]], *, fusion: ModelVersi
         evidence = _evidence(post_signals)
         versions = dict(post_signals.model_versions)
         scores: dict[str, float] = {}
-        if fused is None or fusion is None:
+        if fused is None:
             evidence["fusion"] = {"available": False, "note": "no moderation model is champion: a human decides"}
         else:
             scored = fused[index]
@@ -99,26 +102,8 @@ def score_posts(posts: Sequence[tuple[str, bytes | None]], *, fusion: ModelVersi
                 "not_scored": scored.not_scored,
                 **scored.explanation,
             }
-            versions["fusion"] = fusion.label
-        rendered = []
-        if picture is not None and post_signals.image is not None:
-            boxes = [*post_signals.image.body_parts, *post_signals.image.faces]
-            if boxes:
-                rendered.append(EvidencePicture("boxes", "detections", png_bytes(draw_boxes(picture, boxes))))
-            if post_signals.image.nsfw >= NSFW_EXPLAIN_ABOVE:
-                explain_started = time.perf_counter()
-                _, heatmap = occlusion_map(
-                    models.nsfw.score,
-                    picture,
-                    grid=OCCLUSION_GRID,
-                    label="adult_content: OpenNSFW score drop when covered",
-                    model_version=versions["nsfw"],
-                )
-                evidence["image"]["nsfw_heatmap"] = heatmap.to_dict()
-                rendered.append(
-                    EvidencePicture("heatmap", "nsfw", png_bytes(overlay(picture, heatmap, colour_bar=True)))
-                )
-                post_timings["nsfw_heatmap_s"] = round(time.perf_counter() - explain_started, 4)
+            versions["fusion"] = fusion_label
+        rendered = _render(picture, post_signals, evidence, post_timings, models) if picture is not None else []
         post_timings["evidence_s"] = round(time.perf_counter() - post_started, 4)
         post_timings["total_s"] = round(time.perf_counter() - started, 4)
         results.append(
@@ -127,6 +112,36 @@ def score_posts(posts: Sequence[tuple[str, bytes | None]], *, fusion: ModelVersi
             )
         )
     return results
+
+
+def _render(
+    picture: Image.Image,
+    signals: PostSignals,
+    evidence: dict[str, Any],
+    timings: dict[str, float],
+    models: SignalModels,
+) -> list[EvidencePicture]:
+    """The image's evidence pictures: its detections drawn, and an occlusion heatmap when the NSFW score is worth
+    explaining (its map also goes into ``evidence``, its time into ``timings``)."""
+    if signals.image is None:
+        return []
+    rendered = []
+    boxes = [*signals.image.body_parts, *signals.image.faces]
+    if boxes:
+        rendered.append(EvidencePicture("boxes", "detections", png_bytes(draw_boxes(picture, boxes))))
+    if signals.image.nsfw >= NSFW_EXPLAIN_ABOVE:
+        explain_started = time.perf_counter()
+        _, heatmap = occlusion_map(
+            models.nsfw.score,
+            picture,
+            grid=OCCLUSION_GRID,
+            label="adult_content: OpenNSFW score drop when covered",
+            model_version=signals.model_versions["nsfw"],
+        )
+        evidence["image"]["nsfw_heatmap"] = heatmap.to_dict()
+        rendered.append(EvidencePicture("heatmap", "nsfw", png_bytes(overlay(picture, heatmap, colour_bar=True))))
+        timings["nsfw_heatmap_s"] = round(time.perf_counter() - explain_started, 4)
+    return rendered
 
 
 def _evidence(signals: PostSignals) -> dict[str, Any]:

@@ -119,13 +119,13 @@ class SignalModels:
         import ml
         from ml.sources import ModelNotInstalled
 
-        chosen = {**SIGNAL_MODELS, **{r: n for r, n in (names or {}).items() if r in SIGNAL_MODELS}}
-        models = {role: ml.load(name, device=device) for role, name in chosen.items()}
+        names = names or {}
+        models = {role: ml.load(names.get(role, default), device=device) for role, default in SIGNAL_MODELS.items()}
         for role, default in OPTIONAL_SIGNAL_MODELS.items():
             try:
-                models[role] = ml.load((names or {}).get(role, default), device=device)
+                models[role] = ml.load(names.get(role, default), device=device)
             except ModelNotInstalled as error:
-                if role in (names or {}):
+                if role in names:
                     raise
                 logger.info("optional signal model %s is not installed: %s", role, error)
         return cls(**models)
@@ -148,17 +148,15 @@ class SignalModels:
         if self.clip is None:
             return [{} for _ in images]
         from ml.encoders.base import l2_normalise
-        from ml.tasks.zero_shot import DEFAULT_LOGIT_SCALE
+        from ml.tasks.zero_shot import DEFAULT_LOGIT_SCALE, probabilities, prompt_ensembles
 
         if self._zero_shot_classes is None:
-            ensembles = [*ZERO_SHOT_PROMPTS.values(), ORDINARY_PROMPTS]
-            embedded = [l2_normalise(np.asarray(self.clip.encode_texts(list(p)))).mean(axis=0) for p in ensembles]
-            self._zero_shot_classes = l2_normalise(np.stack(embedded)).astype(np.float32)
+            self._zero_shot_classes = prompt_ensembles(self.clip, [*ZERO_SHOT_PROMPTS.values(), ORDINARY_PROMPTS])
         similarity = l2_normalise(np.asarray(self.clip.encode_images(list(images)))) @ self._zero_shot_classes.T
         scale = float(getattr(self.clip, "logit_scale", None) or DEFAULT_LOGIT_SCALE)
-        # P(category) = sigmoid(scale * (s_category - s_ordinary)): the two-way softmax.
-        margins = scale * (similarity[:, :-1] - similarity[:, -1:])
-        scores = 1.0 / (1.0 + np.exp(-np.clip(margins, -50, 50)))
+        # Each category against the ordinary photos: a two-way softmax per category.
+        pairs = np.stack([similarity[:, :-1], np.repeat(similarity[:, -1:], len(ZERO_SHOT_PROMPTS), axis=1)], axis=-1)
+        scores = probabilities(pairs, scale)[..., 0]
         return [{name: float(row[i]) for i, name in enumerate(ZERO_SHOT_PROMPTS)} for row in scores]
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,10 +47,16 @@ def build_classifier(
         raise ValueError("zero-shot classification needs at least one label")
     if not templates or any("{}" not in template for template in templates):
         raise ValueError("every template must contain '{}' where the label goes")
-    prompts = [template.format(label) for label in labels for template in templates]
-    embeddings = l2_normalise(np.asarray(encoder.encode_texts(prompts), dtype=np.float32))
-    per_class = embeddings.reshape(len(labels), len(templates), -1).mean(axis=1)
-    return l2_normalise(per_class)
+    return prompt_ensembles(encoder, [[template.format(label) for template in templates] for label in labels])
+
+
+def prompt_ensembles(encoder: TextEncoder, prompts: Sequence[Sequence[str]]) -> np.ndarray:
+    """[C, D]: each class's prompts (any number, written out) embedded in one call, averaged and re-normalised."""
+    if not prompts or any(not group for group in prompts):
+        raise ValueError("every class needs at least one prompt")
+    embeddings = l2_normalise(np.asarray(encoder.encode_texts([p for group in prompts for p in group]), np.float32))
+    bounds = np.cumsum([0, *(len(group) for group in prompts)])
+    return l2_normalise(np.stack([embeddings[a:b].mean(axis=0) for a, b in itertools.pairwise(bounds)]))
 
 
 def probabilities(similarities: np.ndarray, logit_scale: float = DEFAULT_LOGIT_SCALE) -> np.ndarray:
