@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -16,6 +18,18 @@ GENESIS_HASH = "0" * 64
 _CHAIN_LOCK_KEY = 7_424_001
 
 
+@dataclass(frozen=True)
+class PendingEvent:
+    """One event for ``audit_record_many``: the arguments of ``audit_record``."""
+
+    action: str
+    actor: User | None = None
+    target: models.Model | None = None
+    target_type: str = ""
+    target_id: str | int = ""
+    payload: dict[str, Any] | None = None
+
+
 def audit_record(
     *,
     actor: User | None,
@@ -26,27 +40,43 @@ def audit_record(
     payload: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Append one event to the chain, in the caller's transaction."""
+    (event,) = audit_record_many(
+        [
+            PendingEvent(
+                action=action, actor=actor, target=target, target_type=target_type, target_id=target_id, payload=payload
+            )
+        ]
+    )
+    return event
+
+
+def audit_record_many(pending: Sequence[PendingEvent]) -> list[AuditEvent]:
+    """Append events to the chain in order, in the caller's transaction, with one lock and one insert."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("audit_record must run inside the transaction of the change it records")
-    if target is not None:
-        target_type = target._meta.label_lower
-        target_id = target.pk
-    user = actor if actor is not None and actor.is_authenticated else None
-    # Round-trip the payload through JSON so the hash is computed over what the database will return.
-    clean_payload = json.loads(json.dumps(payload or {}, default=str))
+    if not pending:
+        return []
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
-    last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
-    event = AuditEvent(
-        actor=user,
-        actor_username=user.get_username() if user is not None else "",
-        action=action,
-        target_type=target_type,
-        target_id=str(target_id),
-        payload=clean_payload,
-        created_at=timezone.now(),
-        prev_hash=last or GENESIS_HASH,
-    )
-    event.hash = event.compute_hash()
-    event.save()
-    return event
+    previous = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS_HASH
+    now = timezone.now()
+    events = []
+    for each in pending:
+        target_type, target_id = each.target_type, each.target_id
+        if each.target is not None:
+            target_type, target_id = each.target._meta.label_lower, each.target.pk
+        user = each.actor if each.actor is not None and each.actor.is_authenticated else None
+        event = AuditEvent(
+            actor=user,
+            actor_username=user.get_username() if user is not None else "",
+            action=each.action,
+            target_type=target_type,
+            target_id=str(target_id),
+            # Round-trip the payload through JSON so the hash is computed over what the database will return.
+            payload=json.loads(json.dumps(each.payload or {}, default=str)),
+            created_at=now,
+            prev_hash=previous,
+        )
+        event.hash = previous = event.compute_hash()
+        events.append(event)
+    return AuditEvent.objects.bulk_create(events)

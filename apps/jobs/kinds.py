@@ -7,7 +7,7 @@ hooks write the domain's rows in the same transaction as the job's state change.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,14 +23,24 @@ Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
+class JobOutcome:
+    """How one attempt of a job ended: its result, or its error (then ``result`` is None)."""
+
+    job: InferenceJob
+    result: dict[str, Any] | None
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class JobKind:
     name: str
     description: str
     model_name: str
     input_serializer: type[serializers.Serializer]
     run: Callable[[dict[str, Any], ModelVersion, Progress], dict[str, Any]]
-    # Called inside the transaction that finishes the job: (job, result or None, error or "").
-    on_finish: Callable[[InferenceJob, dict[str, Any] | None, str], None] | None = None
+    # Called inside the transaction that finishes jobs of this kind (several when a batch finishes together), with
+    # each job's outcome, the jobs already saved in their final state.
+    on_finish: Callable[[Sequence[JobOutcome]], None] | None = None
     # Called inside the transaction that queues a failed job again.
     on_requeue: Callable[[InferenceJob], None] | None = None
     # Submitted by the domain's own services only, not through the generic jobs API.

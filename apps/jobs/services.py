@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,16 +14,20 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
-from apps.audit.services import audit_record
-from apps.jobs.kinds import JOB_KINDS
+from apps.audit.services import PendingEvent, audit_record, audit_record_many
+from apps.jobs.kinds import JOB_KINDS, JobOutcome
 from apps.jobs.models import InferenceJob, JobStatus
 from apps.registry.models import ModelVersion
 from apps.registry.selectors import model_champion
 from vlplatform.logging import log_context
 
 logger = logging.getLogger(__name__)
+
+_CLAIM_FIELDS = ["status", "attempts", "started_at", "lease_expires_at"]
+_FINISH_FIELDS = ["status", "result", "error", "progress", "finished_at", "lease_expires_at"]
 
 
 class UnknownJobKind(ValueError):
@@ -114,18 +119,20 @@ def _job_start_locked(*, job_id: str) -> InferenceJob | None:
     now = timezone.now()
     if job.status == JobStatus.RUNNING and job.lease_expires_at and job.lease_expires_at > now:
         raise JobBusy((job.lease_expires_at - now).total_seconds())
-    _claim(job, now=now, payload={"took_over": job.status == JobStatus.RUNNING})
+    event = _claim(job, now=now, payload={"took_over": job.status == JobStatus.RUNNING})
+    job.save(update_fields=_CLAIM_FIELDS)
+    audit_record_many([event])
     return job
 
 
-def _claim(job: InferenceJob, *, now: datetime, payload: dict[str, Any]) -> None:
-    """A new attempt of ``job`` under this worker's lease, audited (inside the caller's transaction)."""
+def _claim(job: InferenceJob, *, now: datetime, payload: dict[str, Any]) -> PendingEvent:
+    """A new attempt of ``job`` under this worker's lease (saved by the caller, in its transaction), and its audit
+    event."""
     job.status = JobStatus.RUNNING
     job.attempts += 1
     job.started_at = now
     job.lease_expires_at = now + timedelta(seconds=settings.VLP_JOB_LEASE_SECONDS)
-    job.save(update_fields=["status", "attempts", "started_at", "lease_expires_at"])
-    audit_record(actor=None, action="job.start", target=job, payload={"attempt": job.attempts, **payload})
+    return PendingEvent(action="job.start", target=job, payload={"attempt": job.attempts, **payload})
 
 
 @transaction.atomic
@@ -143,8 +150,14 @@ def job_claim_companions(*, job: InferenceJob, limit: int) -> list[InferenceJob]
         .order_by("created_at")[:limit]
     )
     now = timezone.now()
-    for companion in companions:
-        _claim(companion, now=now, payload={"took_over": False, "batched_with": str(job.pk)})
+    events = [_claim(each, now=now, payload={"took_over": False, "batched_with": str(job.pk)}) for each in companions]
+    InferenceJob.objects.filter(pk__in=[each.pk for each in companions]).update(
+        status=JobStatus.RUNNING,
+        attempts=F("attempts") + 1,
+        started_at=now,
+        lease_expires_at=companions[0].lease_expires_at if companions else None,
+    )
+    audit_record_many(events)
     return companions
 
 
@@ -158,34 +171,66 @@ def job_report_progress(*, job: InferenceJob, done: int, total: int) -> None:
 
 
 @transaction.atomic
-def _job_finish(*, job: InferenceJob, result: dict[str, Any] | None, error: str) -> bool:
-    current = InferenceJob.objects.select_for_update(of=("self",)).select_related("model_version").get(pk=job.pk)
-    if current.status != JobStatus.RUNNING or current.attempts != job.attempts:
-        # Another attempt took the job over (or finished it): this attempt's outcome is dropped.
-        logger.warning("dropping the outcome of a superseded attempt", extra={"attempt": job.attempts})
-        return False
-    current.finished_at = timezone.now()
-    current.lease_expires_at = None
-    if error:
-        current.status, current.error = JobStatus.FAILED, error
-    else:
-        current.status, current.result, current.error, current.progress = JobStatus.SUCCEEDED, result, "", 100
-    current.save(update_fields=["status", "result", "error", "progress", "finished_at", "lease_expires_at"])
-    hook = JOB_KINDS[current.kind].on_finish
-    if hook is not None:
-        hook(current, result if not error else None, error)
-    audit_record(
-        actor=None,
-        action="job.fail" if error else "job.succeed",
-        target=current,
-        payload={
-            "attempt": current.attempts,
-            "model": current.model_version.label,
-            "run_seconds": current.run_seconds,
-            **({"error": error} if error else {}),
-        },
+def _jobs_finish(outcomes: Sequence[JobOutcome]) -> set[Any]:
+    """Store the outcomes of claimed attempts in one transaction: the jobs, their kinds' rows (``on_finish``) and an
+    audit event each. An attempt that another one took over (or finished) is dropped. Returns the stored jobs' ids."""
+    current = InferenceJob.objects.select_for_update(of=("self",)).select_related("model_version")
+    jobs = {job.pk: job for job in current.filter(pk__in=[outcome.job.pk for outcome in outcomes]).order_by("pk")}
+    now = timezone.now()
+    stored: list[JobOutcome] = []
+    for outcome in outcomes:
+        job = jobs[outcome.job.pk]
+        if job.status != JobStatus.RUNNING or job.attempts != outcome.job.attempts:
+            logger.warning("dropping the outcome of a superseded attempt", extra={"attempt": outcome.job.attempts})
+            continue
+        job.finished_at, job.lease_expires_at = now, None
+        if outcome.error:
+            job.status, job.error = JobStatus.FAILED, outcome.error
+        else:
+            job.status, job.result, job.error, job.progress = JobStatus.SUCCEEDED, outcome.result, "", 100
+        stored.append(JobOutcome(job=job, result=None if outcome.error else outcome.result, error=outcome.error))
+    for outcome in stored:  # one UPDATE each: cheaper than bulk_update's CASE over JSON results
+        outcome.job.save(update_fields=_FINISH_FIELDS)
+    for kind in dict.fromkeys(outcome.job.kind for outcome in stored):
+        hook = JOB_KINDS[kind].on_finish
+        if hook is not None:
+            hook([outcome for outcome in stored if outcome.job.kind == kind])
+    audit_record_many(
+        [
+            PendingEvent(
+                action="job.fail" if outcome.error else "job.succeed",
+                target=outcome.job,
+                payload={
+                    "attempt": outcome.job.attempts,
+                    "model": outcome.job.model_version.label,
+                    "run_seconds": outcome.job.run_seconds,
+                    **({"error": outcome.error} if outcome.error else {}),
+                },
+            )
+            for outcome in stored
+        ]
     )
-    return True
+    return {outcome.job.pk for outcome in stored}
+
+
+def _finish(outcomes: Sequence[JobOutcome]) -> set[Any]:
+    """``_jobs_finish``; when storing a batch raises, each job is stored on its own, and a job whose own storing
+    raises fails with that error (its attempt ran, but its result could not be kept)."""
+    try:
+        return _jobs_finish(outcomes)
+    except Exception as error:
+        if len(outcomes) == 1:
+            logger.exception("storing the job's outcome failed")
+            return _jobs_finish([JobOutcome(job=outcomes[0].job, result=None, error=_storing_failed(error))])
+        logger.exception("storing the batch's outcomes failed; storing them one by one", extra={"jobs": len(outcomes)})
+    stored: set[Any] = set()
+    for outcome in outcomes:
+        stored |= _finish([outcome])
+    return stored
+
+
+def _storing_failed(error: Exception) -> str:
+    return f"storing the result failed: {type(error).__name__}: {error}"
 
 
 def job_work(*, job: InferenceJob) -> None:
@@ -211,9 +256,11 @@ def job_work(*, job: InferenceJob) -> None:
             for each in jobs:
                 job_run(job=each)
             return
-        for each, result in zip(jobs, results, strict=True):
-            _job_finish(job=each, result=result, error="")
-        logger.info("batch finished", extra={"jobs": len(jobs), "seconds": round(time.monotonic() - started, 3)})
+        stored = _finish([JobOutcome(job=each, result=result) for each, result in zip(jobs, results, strict=True)])
+        logger.info(
+            "batch finished",
+            extra={"jobs": len(jobs), "stored": len(stored), "seconds": round(time.monotonic() - started, 3)},
+        )
 
 
 def job_run(*, job: InferenceJob) -> bool:
@@ -230,7 +277,7 @@ def job_run(*, job: InferenceJob) -> bool:
             )
         except Exception as error:
             logger.exception("job failed")
-            return _job_finish(job=job, result=None, error=f"{type(error).__name__}: {error}")
-        stored = _job_finish(job=job, result=result, error="")
+            return bool(_finish([JobOutcome(job=job, result=None, error=f"{type(error).__name__}: {error}")]))
+        stored = bool(_finish([JobOutcome(job=job, result=result)]))
         logger.info("job finished", extra={"seconds": round(time.monotonic() - started, 3), "stored": stored})
         return stored

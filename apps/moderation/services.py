@@ -32,7 +32,8 @@ from django.db.models import Q
 from django.utils import timezone
 from PIL import Image
 
-from apps.audit.services import audit_record
+from apps.audit.services import PendingEvent, audit_record, audit_record_many
+from apps.jobs.kinds import JobOutcome
 from apps.jobs.models import InferenceJob
 from apps.jobs.services import job_submit
 from apps.moderation.models import (
@@ -152,29 +153,60 @@ def evidence_picture_store(*, png: bytes) -> dict[str, str]:
 
 
 # --- the scoring job's hooks (inside the job's finishing transaction) ------------------------------------------------
-def moderation_scoring_finished(job: InferenceJob, result: dict[str, Any] | None, error: str) -> None:
-    item = ContentItem.objects.select_for_update().get(job=job)
-    if error or result is None:
-        item.status = ItemStatus.FAILED
-        item.save(update_fields=["status"])
-        audit_record(actor=None, action="moderation.item_score_fail", target=item, payload={"error": error})
-        return
-    fusion = job.model_version if job.model_version.name == FUSION_MODEL_NAME else None
-    stored = ModerationResult.objects.create(
-        item=item,
-        job=job,
-        scores=result["scores"],
-        evidence=result["evidence"],
-        model_versions=result["model_versions"],
-        fusion_model=fusion,
-        timings=result["timings"],
-        route=Route.REVIEW,
-    )
-    for picture in result["pictures"]:
-        EvidenceImage.objects.create(
-            result=stored, kind=picture["kind"], label=picture["label"], file=picture["name"], sha256=picture["sha256"]
+def moderation_scoring_finished(outcomes: Sequence[JobOutcome]) -> None:
+    """Store each scored item's result with its evidence and route it by the policies in force; an item whose job
+    failed is marked failed. A batch's items are written together."""
+    items = {
+        item.job_id: item
+        for item in ContentItem.objects.select_for_update()
+        .filter(job__in=[outcome.job.pk for outcome in outcomes])
+        .order_by("pk")
+    }
+    policies = policies_in_force()
+    events: list[PendingEvent] = []
+    scored: list[tuple[ContentItem, ModerationResult]] = []
+    pictures: list[EvidenceImage] = []
+    for outcome in outcomes:
+        item = items[outcome.job.pk]
+        if outcome.error or outcome.result is None:
+            item.status = ItemStatus.FAILED
+            events.append(
+                PendingEvent(action="moderation.item_score_fail", target=item, payload={"error": outcome.error})
+            )
+            continue
+        version = outcome.job.model_version
+        stored = ModerationResult(
+            item=item,
+            job=outcome.job,
+            scores=outcome.result["scores"],
+            evidence=outcome.result["evidence"],
+            model_versions=outcome.result["model_versions"],
+            fusion_model=version if version.name == FUSION_MODEL_NAME else None,
+            timings=outcome.result["timings"],
         )
-    _route(item, stored)
+        stored.routes, stored.route = _routes(stored, policies)
+        scored.append((item, stored))
+        pictures.extend(
+            EvidenceImage(
+                result=stored,
+                kind=picture["kind"],
+                label=picture["label"],
+                file=picture["name"],
+                sha256=picture["sha256"],
+            )
+            for picture in outcome.result["pictures"]
+        )
+    ModerationResult.objects.bulk_create([stored for _, stored in scored])
+    EvidenceImage.objects.bulk_create(pictures)
+    tasks: list[ReviewTask] = []
+    for item, stored in scored:
+        tasks.extend(_act(item, stored))
+        events.append(_route_event(item, stored))
+    ReviewTask.objects.bulk_create(tasks)
+    for item in items.values():
+        item.save(update_fields=["status", "decision", "decided_automatically", "decided_at"])
+    _decision_events([item for item, _ in scored if item.status == ItemStatus.DECIDED])
+    audit_record_many(events)
 
 
 def moderation_scoring_requeued(job: InferenceJob) -> None:
@@ -189,14 +221,14 @@ def policies_in_force() -> dict[str, Policy]:
     return latest
 
 
-def _route(item: ContentItem, result: ModerationResult) -> None:
+def _routes(result: ModerationResult, policies: dict[str, Policy]) -> tuple[dict[str, dict[str, Any]], str]:
     """Per category: below ``allow_below`` approve, above ``block_above`` act, between them a human looks. Without a
     moderation model every category goes to a human. A category the model does not score for this post (one it was
     never trained on, or a detector fallback on a post without an image) is ``not_scored``: it neither approves nor
-    holds the post, and the result says why."""
+    holds the post, and the result says why. Returns the routes per category and the post's route."""
     routes: dict[str, dict[str, Any]] = {}
     not_scored = result.evidence.get("fusion", {}).get("not_scored", {})
-    for slug, policy in policies_in_force().items():
+    for slug, policy in policies.items():
         score = result.scores.get(slug)
         entry: dict[str, Any] = {"score": score, "policy": policy.to_dict()}
         if score is None and result.fusion_model is not None:
@@ -209,41 +241,40 @@ def _route(item: ContentItem, result: ModerationResult) -> None:
         else:
             route = Route.ACT
         routes[slug] = {"route": str(route), **entry}
-    acting = [slug for slug, entry in routes.items() if entry["route"] == Route.ACT]
-    if acting:
-        overall = Route.ACT
-    elif any(entry["route"] == Route.REVIEW for entry in routes.values()):
-        overall = Route.REVIEW
-    else:
-        overall = Route.APPROVE
-    result.routes, result.route = routes, overall
-    result.save(update_fields=["routes", "route"])
+    if any(entry["route"] == Route.ACT for entry in routes.values()):
+        return routes, Route.ACT
+    if any(entry["route"] == Route.REVIEW for entry in routes.values()):
+        return routes, Route.REVIEW
+    return routes, Route.APPROVE
 
-    if overall == Route.REVIEW:
-        reason = ReviewReason.NO_MODEL if not result.scores else ReviewReason.UNCERTAIN
+
+def _act(item: ContentItem, result: ModerationResult) -> list[ReviewTask]:
+    """Apply a stored result's route to its item (saved by the caller): hold it for review, or decide it
+    automatically; returns the review tasks to create."""
+    if result.route == Route.REVIEW:
         item.status = ItemStatus.IN_REVIEW
-        item.save(update_fields=["status"])
-        ReviewTask.objects.create(item=item, result=result, reason=reason)
-    else:
-        actions = {routes[slug]["policy"]["action"] for slug in acting}
-        decision = next((str(a) for a in ACTION_SEVERITY if a in actions), Decision.REMOVE) if acting else "approve"
-        item.status, item.decision, item.decided_automatically = ItemStatus.DECIDED, decision, True
-        item.decided_at = timezone.now()
-        item.save(update_fields=["status", "decision", "decided_automatically", "decided_at"])
-        _decision_event(item)
-        # A random share of automatic decisions is also looked at by a human, who may reverse it.
-        rate = max((routes[slug]["policy"]["audit_sample_rate"] for slug in routes), default=0.0)
-        if random.Random(f"{item.pk}:{result.pk}").random() < rate:  # noqa: S311 - sampling, not security
-            ReviewTask.objects.create(item=item, result=result, reason=ReviewReason.AUDIT_SAMPLE)
-    audit_record(
-        actor=None,
+        reason = ReviewReason.NO_MODEL if not result.scores else ReviewReason.UNCERTAIN
+        return [ReviewTask(item=item, result=result, reason=reason)]
+    actions = {entry["policy"]["action"] for entry in result.routes.values() if entry["route"] == Route.ACT}
+    decision = next((str(a) for a in ACTION_SEVERITY if a in actions), Decision.REMOVE) if actions else "approve"
+    item.status, item.decision, item.decided_automatically = ItemStatus.DECIDED, decision, True
+    item.decided_at = timezone.now()
+    # A random share of automatic decisions is also looked at by a human, who may reverse it.
+    rate = max((entry["policy"]["audit_sample_rate"] for entry in result.routes.values()), default=0.0)
+    if random.Random(f"{item.pk}:{result.pk}").random() < rate:  # noqa: S311 - sampling, not security
+        return [ReviewTask(item=item, result=result, reason=ReviewReason.AUDIT_SAMPLE)]
+    return []
+
+
+def _route_event(item: ContentItem, result: ModerationResult) -> PendingEvent:
+    return PendingEvent(
         action="moderation.item_route",
         target=item,
         payload={
-            "route": str(overall),
+            "route": str(result.route),
             "decision": item.decision,
             "scores": result.scores,
-            "acting": acting,
+            "acting": [slug for slug, entry in result.routes.items() if entry["route"] == Route.ACT],
             "model_versions": result.model_versions,
         },
     )
@@ -370,7 +401,7 @@ def review_task_decide(
         item.save(update_fields=["status", "decision", "decided_automatically", "decided_by", "decided_at"])
         if task.reason == ReviewReason.APPEAL:
             _appeal_close(task, decision)
-        _decision_event(item)
+        _decision_events([item])
     audit_record(
         actor=reviewer,
         action="moderation.review_decide",
@@ -456,11 +487,25 @@ def webhook_signature(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-def _decision_event(item: ContentItem) -> None:
-    """Queue the final decision for every active endpoint of the item's submitter (in the deciding transaction)."""
-    if item.submitted_by_id is None:
+def _decision_events(items: Sequence[ContentItem]) -> None:
+    """Queue each item's final decision for every active endpoint of its submitter (in the deciding transaction)."""
+    submitters = {item.submitted_by_id for item in items if item.submitted_by_id is not None}
+    if not submitters:
         return
-    payload = {
+    endpoints: dict[int, list[WebhookEndpoint]] = {}
+    for endpoint in WebhookEndpoint.objects.filter(owner_id__in=submitters, active=True).order_by("pk"):
+        endpoints.setdefault(endpoint.owner_id, []).append(endpoint)
+    deliveries = [
+        WebhookDelivery(endpoint=endpoint, item=item, event=DECISION_EVENT, payload=_decision_payload(item))
+        for item in items
+        for endpoint in endpoints.get(item.submitted_by_id or 0, [])
+    ]
+    for delivery in WebhookDelivery.objects.bulk_create(deliveries):
+        transaction.on_commit(functools.partial(_enqueue_delivery, delivery.pk))
+
+
+def _decision_payload(item: ContentItem) -> dict[str, Any]:
+    return {
         "event": DECISION_EVENT,
         "item_id": str(item.pk),
         "author_ref": item.author_ref,
@@ -468,9 +513,6 @@ def _decision_event(item: ContentItem) -> None:
         "automatic": item.decided_automatically,
         "decided_at": item.decided_at.isoformat() if item.decided_at else None,
     }
-    for endpoint in WebhookEndpoint.objects.filter(owner_id=item.submitted_by_id, active=True):
-        delivery = WebhookDelivery.objects.create(endpoint=endpoint, item=item, event=DECISION_EVENT, payload=payload)
-        transaction.on_commit(functools.partial(_enqueue_delivery, delivery.pk))
 
 
 def _enqueue_delivery(delivery_id: int) -> None:

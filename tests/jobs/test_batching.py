@@ -8,8 +8,9 @@ import pytest
 from rest_framework import serializers
 
 from apps.audit.models import AuditEvent
+from apps.audit.selectors import audit_chain_first_break
 from apps.jobs import services
-from apps.jobs.kinds import JOB_KINDS, JobKind
+from apps.jobs.kinds import JOB_KINDS, JobKind, JobOutcome
 from apps.jobs.models import InferenceJob, JobStatus
 from apps.registry.models import ModelVersion
 
@@ -23,6 +24,7 @@ class WordInput(serializers.Serializer):
 class Recorder:
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
+        self.finished: list[list[str]] = []
 
     def run(self, job_input: dict[str, Any], version: ModelVersion, progress: Any) -> dict[str, Any]:
         return self.run_batch([job_input], version)[0]
@@ -36,6 +38,11 @@ class Recorder:
             raise ValueError("bad is not a word we take")
         return [{"upper": word.upper()} for word in words]
 
+    def on_finish(self, outcomes: list[JobOutcome]) -> None:
+        self.finished.append([outcome.job.input["word"] for outcome in outcomes])
+        if any(outcome.result == {"upper": "UNSTORABLE"} for outcome in outcomes):
+            raise ValueError("this result cannot be stored")
+
 
 @pytest.fixture
 def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
@@ -48,6 +55,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
         run=recorder.run,
         run_batch=recorder.run_batch,
         max_batch=3,
+        on_finish=recorder.on_finish,
     )
     monkeypatch.setitem(JOB_KINDS, kind.name, kind)
     return recorder
@@ -102,3 +110,36 @@ def test_a_claimed_companion_is_not_claimed_twice(recorder: Recorder, minilm_cha
     for job in claimed:
         job.refresh_from_db()
         assert job.status == JobStatus.RUNNING and job.lease_expires_at is not None
+
+
+def test_a_batch_is_stored_in_one_transaction_and_a_result_that_cannot_be_stored_fails_only_its_job(
+    recorder: Recorder, minilm_champion
+) -> None:
+    jobs = [_submit(word) for word in ("one", "two", "three", "unstorable", "five")]
+
+    for first in (jobs[0], jobs[3]):
+        started = services.job_start(job_id=str(first.pk))
+        assert started is not None
+        services.job_work(job=started)
+
+    # The first batch finished together; the second raised while storing, so each job was stored on its own and
+    # the unstorable one failed with the reason (a failed job can be retried).
+    assert recorder.finished == [
+        ["one", "two", "three"],
+        ["unstorable", "five"],
+        ["unstorable"],
+        ["unstorable"],
+        ["five"],
+    ]
+    statuses = {job.input["word"]: (job.status, job.error) for job in InferenceJob.objects.filter(kind="test_words")}
+    assert {word: status for word, (status, _) in statuses.items()} == {
+        "one": JobStatus.SUCCEEDED,
+        "two": JobStatus.SUCCEEDED,
+        "three": JobStatus.SUCCEEDED,
+        "unstorable": JobStatus.FAILED,
+        "five": JobStatus.SUCCEEDED,
+    }
+    assert statuses["unstorable"][1] == "storing the result failed: ValueError: this result cannot be stored"
+    succeeded = AuditEvent.objects.filter(action="job.succeed", target_id__in=[str(job.pk) for job in jobs])
+    assert succeeded.count() == 4
+    assert audit_chain_first_break() is None

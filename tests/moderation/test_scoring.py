@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from apps.audit.models import AuditEvent
+from apps.jobs.kinds import JobOutcome
 from apps.jobs.models import InferenceJob, JobStatus
-from apps.jobs.services import _job_finish, job_start
+from apps.jobs.services import _jobs_finish, job_start
 from apps.moderation.models import (
     Category,
     ContentItem,
@@ -38,7 +39,7 @@ def finish_scoring(item: ContentItem, scores: dict[str, float] | None, error: st
     job = job_start(job_id=str(item.job_id))
     assert job is not None
     result: dict[str, Any] = {"scores": scores, "evidence": {}, "pictures": [], "model_versions": {}, "timings": {}}
-    assert _job_finish(job=job, result=None if error else result, error=error)
+    assert _jobs_finish([JobOutcome(job=job, result=None if error else result, error=error)]) == {job.pk}
     item.refresh_from_db()
     return item
 
