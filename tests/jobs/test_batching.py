@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -38,7 +39,7 @@ class Recorder:
             raise ValueError("bad is not a word we take")
         return [{"upper": word.upper()} for word in words]
 
-    def on_finish(self, outcomes: list[JobOutcome]) -> None:
+    def on_finish(self, outcomes: Sequence[JobOutcome]) -> None:
         self.finished.append([outcome.job.input["word"] for outcome in outcomes])
         if any(outcome.result == {"upper": "UNSTORABLE"} for outcome in outcomes):
             raise ValueError("this result cannot be stored")
