@@ -47,6 +47,15 @@ def test_a_moderator_takes_the_next_task_decides_it_and_gets_the_next(minilm_cha
     assert "moderation.review_decide" in item_page and "moderation.item_submit" in item_page
 
 
+def test_the_item_page_lists_clip_zero_shot_scores_when_the_full_pack_gave_them(minilm_champion, make_user) -> None:
+    evidence = {"image": {"nsfw": 0.02, "body_parts": [], "faces": [], "zero_shot": {"violence": 0.81, "spam": 0.07}}}
+    item = finish_scoring(moderation_item_submit(text="a post", actor=None), {}, evidence=evidence)
+
+    page = client_of(make_user("moderator")).get(reverse("moderation:item", args=[item.pk])).content.decode()
+
+    assert 'data-testid="zero-shot"' in page and "violence 0.81" in page and "spam 0.07" in page
+
+
 def test_someone_elses_task_shows_no_decision_form(minilm_champion, make_user) -> None:
     in_review("a post")
     client_of(make_user("moderator", username="ann")).post(reverse("moderation:next", args=["default"]))

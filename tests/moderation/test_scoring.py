@@ -33,12 +33,15 @@ from tests.conftest import wait_for
 from tests.ml.test_moderation_signals import poster as poster_image
 
 
-def finish_scoring(item: ContentItem, scores: dict[str, float] | None, error: str = "") -> ContentItem:
+def finish_scoring(
+    item: ContentItem, scores: dict[str, float] | None, error: str = "", evidence: dict[str, Any] | None = None
+) -> ContentItem:
     """Finish the item's job as a worker would (the job's finishing transaction runs the kind's hook), with these
-    scores in place of what ``score_post`` would return, or this error."""
+    scores (and evidence) in place of what ``score_post`` would return, or this error."""
     job = job_start(job_id=str(item.job_id))
     assert job is not None
-    result: dict[str, Any] = {"scores": scores, "evidence": {}, "pictures": [], "model_versions": {}, "timings": {}}
+    result: dict[str, Any] = {"scores": scores, "evidence": evidence or {}, "pictures": []}
+    result |= {"model_versions": {}, "timings": {}}
     assert _jobs_finish([JobOutcome(job=job, result=None if error else result, error=error)]) == {job.pk}
     item.refresh_from_db()
     return item
