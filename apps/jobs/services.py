@@ -149,13 +149,15 @@ def job_claim_companions(*, job: InferenceJob, limit: int) -> list[InferenceJob]
         .exclude(pk=job.pk)
         .order_by("created_at")[:limit]
     )
+    if not companions:
+        return []
     now = timezone.now()
     events = [_claim(each, now=now, payload={"took_over": False, "batched_with": str(job.pk)}) for each in companions]
     InferenceJob.objects.filter(pk__in=[each.pk for each in companions]).update(
         status=JobStatus.RUNNING,
         attempts=F("attempts") + 1,
         started_at=now,
-        lease_expires_at=companions[0].lease_expires_at if companions else None,
+        lease_expires_at=companions[0].lease_expires_at,
     )
     audit_record_many(events)
     return companions
