@@ -223,16 +223,13 @@ def _finish(outcomes: Sequence[JobOutcome]) -> set[Any]:
     except Exception as error:
         if len(outcomes) == 1:
             logger.exception("storing the job's outcome failed")
-            return _jobs_finish([JobOutcome(job=outcomes[0].job, result=None, error=_storing_failed(error))])
+            failed = f"storing the result failed: {type(error).__name__}: {error}"
+            return _jobs_finish([JobOutcome(job=outcomes[0].job, result=None, error=failed)])
         logger.exception("storing the batch's outcomes failed; storing them one by one", extra={"jobs": len(outcomes)})
     stored: set[Any] = set()
     for outcome in outcomes:
         stored |= _finish([outcome])
     return stored
-
-
-def _storing_failed(error: Exception) -> str:
-    return f"storing the result failed: {type(error).__name__}: {error}"
 
 
 def job_work(*, job: InferenceJob) -> None:

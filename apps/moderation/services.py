@@ -255,7 +255,7 @@ def _act(item: ContentItem, result: ModerationResult) -> list[ReviewTask]:
         item.status = ItemStatus.IN_REVIEW
         reason = ReviewReason.NO_MODEL if not result.scores else ReviewReason.UNCERTAIN
         return [ReviewTask(item=item, result=result, reason=reason)]
-    actions = {entry["policy"]["action"] for entry in result.routes.values() if entry["route"] == Route.ACT}
+    actions = {result.routes[slug]["policy"]["action"] for slug in _acting(result)}
     decision = next((str(a) for a in ACTION_SEVERITY if a in actions), Decision.REMOVE) if actions else "approve"
     item.status, item.decision, item.decided_automatically = ItemStatus.DECIDED, decision, True
     item.decided_at = timezone.now()
@@ -266,6 +266,11 @@ def _act(item: ContentItem, result: ModerationResult) -> list[ReviewTask]:
     return []
 
 
+def _acting(result: ModerationResult) -> list[str]:
+    """The categories whose policy acts on this result."""
+    return [slug for slug, entry in result.routes.items() if entry["route"] == Route.ACT]
+
+
 def _route_event(item: ContentItem, result: ModerationResult) -> PendingEvent:
     return PendingEvent(
         action="moderation.item_route",
@@ -274,7 +279,7 @@ def _route_event(item: ContentItem, result: ModerationResult) -> PendingEvent:
             "route": str(result.route),
             "decision": item.decision,
             "scores": result.scores,
-            "acting": [slug for slug, entry in result.routes.items() if entry["route"] == Route.ACT],
+            "acting": _acting(result),
             "model_versions": result.model_versions,
         },
     )

@@ -40,8 +40,13 @@ def finish_scoring(
     scores (and evidence) in place of what ``score_post`` would return, or this error."""
     job = job_start(job_id=str(item.job_id))
     assert job is not None
-    result: dict[str, Any] = {"scores": scores, "evidence": evidence or {}, "pictures": []}
-    result |= {"model_versions": {}, "timings": {}}
+    result: dict[str, Any] = {
+        "scores": scores,
+        "evidence": evidence or {},
+        "pictures": [],
+        "model_versions": {},
+        "timings": {},
+    }
     assert _jobs_finish([JobOutcome(job=job, result=None if error else result, error=error)]) == {job.pk}
     item.refresh_from_db()
     return item
