@@ -1,13 +1,14 @@
 """The moderation model: what turns a post's signals (``ml.tasks.moderation``) into calibrated per-category scores.
 
-Three parts, trained together by ``train_moderation_model`` and saved in one directory (family
+Four parts, trained together by ``train_moderation_model`` and saved in one directory (family
 ``moderation-model``):
 
 - an n-gram classifier (``ml.tasks.ngrams``) that reads the post's text (with its OCR text) and gives one logit per
   category;
+- a text tower (``ml.tasks.text_tower``): MiniLM's top layers fine-tuned on the same labels, one logit per category;
 - a fusion head (``ml.fusion``, gated by default) over the image features and the text features (MiniLM embedding,
-  profanity score and the n-gram logits), calibrated by temperature, with per-category thresholds chosen on the
-  validation precision/recall curves. The gate is the modality attribution a reviewer sees;
+  profanity score, the n-gram and the tower logits), calibrated by temperature, with per-category thresholds chosen
+  on the validation precision/recall curves. The gate is the modality attribution a reviewer sees;
 - detector fallbacks: a category no labelled data taught the head (the shipped datasets have no labelled images, so
   ``adult_content`` until reviewers label some) is scored by the packaged detector made for it, marked as such in
   every result. A post without an image gets no fallback score: the category is ``not_scored`` with the reason.
@@ -37,8 +38,9 @@ from ml.fusion.heads import FusionPredictor, read_head
 from ml.fusion.train import FusionConfig, FusionData, TrainedFusionHead, train_fusion_head
 from ml.sources import sha256_path
 from ml.specs import ModelSpec
-from ml.tasks.moderation import PostSignals
+from ml.tasks.moderation import MAX_TEXT_CHARS, PostSignals
 from ml.tasks.ngrams import MIN_LABELLED, NgramClassifier
+from ml.tasks.text_tower import TOWER_DIR, TextTower, TowerConfig, train_text_tower
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +83,8 @@ class ModerationTrainingConfig:
     dropout: float = 0.2
     modality_dropout: float = 0.2
     ngram_strength: float = 1.0  # C=1 ranked best of 1, 4, 16 per source (docs/moderation.md)
-    ngram_folds: int = 2  # the head learns from out-of-fold n-gram logits, as it will meet them on new posts
+    ngram_folds: int = 2  # the head learns from out-of-fold n-gram and tower logits, as it will meet them on new posts
+    tower_epochs: int = 3  # at most, per fold (``ml.tasks.text_tower``); 0 trains no text tower
     # A post is presumed negative, at this weight, for the categories its source does not label (a tweet is no
     # spam, a spam text no hate speech): without it a head trained on single-category sources says anything about
     # the categories a post's source never spoke to. Not for categories related to one it is positive in.
@@ -110,6 +113,7 @@ class ModerationModel:
         self,
         *,
         ngrams: NgramClassifier,
+        tower: TextTower | None,
         head: FusionPredictor,
         standardisation: dict[str, np.ndarray],
         image_feature_names: Sequence[str],
@@ -118,7 +122,7 @@ class ModerationModel:
         reads_image: bool,
         model_version: str = "",
     ) -> None:
-        self.ngrams, self.head, self.standardisation = ngrams, head, standardisation
+        self.ngrams, self.tower, self.head, self.standardisation = ngrams, tower, head, standardisation
         self.reads_image = reads_image
         self.image_feature_names = list(image_feature_names)
         self.text_signal_dim = text_signal_dim
@@ -155,7 +159,7 @@ class ModerationModel:
             return []
         image, text, image_present, text_present = _inputs(
             posts,
-            self.ngrams,
+            (self.ngrams, self.tower),
             len(self.image_feature_names),
             self.text_signal_dim,
             self.standardisation,
@@ -213,6 +217,7 @@ def load_moderation_model(path: Path, *, spec: ModelSpec, device: str = "cpu") -
     }
     return ModerationModel(
         ngrams=NgramClassifier.load(path),
+        tower=TextTower.load(path / TOWER_DIR, device=device) if (path / TOWER_DIR).exists() else None,
         head=head,
         standardisation=standardisation,
         image_feature_names=config["image_feature_names"],
@@ -223,18 +228,28 @@ def load_moderation_model(path: Path, *, spec: ModelSpec, device: str = "cpu") -
     )
 
 
+def text_logits(texts: Sequence[str], readers: tuple[NgramClassifier, TextTower | None]) -> np.ndarray:
+    """[N, C] n-gram logits, then [N, C] tower logits when the model has a tower."""
+    ngrams, tower = readers
+    logits = [ngrams.logits(texts)]
+    if tower is not None:
+        logits.append(tower.logits([text[:MAX_TEXT_CHARS] for text in texts]))
+    return np.concatenate(logits, axis=1).astype(np.float32)
+
+
 def _inputs(
     posts: Sequence[PostSignals],
-    ngrams: NgramClassifier,
+    readers: tuple[NgramClassifier, TextTower | None],
     image_dim: int,
     text_signal_dim: int,
     standardisation: dict[str, np.ndarray],
-    ngram_logits: np.ndarray | None = None,
+    logits: np.ndarray | None = None,
     *,
     reads_image: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The head's standardised inputs: image [N, Dv], text [N, Dt + C], and which posts have each (a head that
-    does not read images sees every image as absent)."""
+    """The head's standardised inputs: image [N, Dv], text [N, Dt + C per text reader], and which posts have each
+    (a head that does not read images sees every image as absent). ``logits``: the text readers' logits, given
+    (out-of-fold ones for training posts) or computed."""
     count = len(posts)
     image_present = np.array([reads_image and post.image_features is not None for post in posts], dtype=bool)
     text_present = np.array([post.text_features is not None for post in posts])
@@ -242,16 +257,17 @@ def _inputs(
     for row, post in enumerate(posts):
         if image_present[row]:
             image[row] = post.image_features
-    if ngram_logits is None:
-        ngram_logits = np.zeros((count, len(ngrams.categories)), dtype=np.float32)
+    if logits is None:
+        width = len(readers[0].categories) * (1 if readers[1] is None else 2)
+        logits = np.zeros((count, width), dtype=np.float32)
         with_text = np.flatnonzero(text_present)
         if len(with_text):
-            ngram_logits[with_text] = ngrams.logits([posts[int(row)].text for row in with_text])
-    text = np.zeros((count, text_signal_dim + ngram_logits.shape[1]), dtype=np.float32)
+            logits[with_text] = text_logits([posts[int(row)].text for row in with_text], readers)
+    text = np.zeros((count, text_signal_dim + logits.shape[1]), dtype=np.float32)
     for row, post in enumerate(posts):
         if post.text_features is not None:
             text[row, :text_signal_dim] = post.text_features
-            text[row, text_signal_dim:] = ngram_logits[row]
+            text[row, text_signal_dim:] = logits[row]
     image = (image - standardisation["image_mean"]) / standardisation["image_std"]
     text = (text - standardisation["text_mean"]) / standardisation["text_std"]
     image[~image_present], text[~text_present] = 0.0, 0.0
@@ -261,6 +277,7 @@ def _inputs(
 @dataclass
 class TrainedModerationModel:
     ngrams: NgramClassifier
+    tower: TextTower | None
     head: TrainedFusionHead
     standardisation: dict[str, np.ndarray]
     image_feature_names: list[str]
@@ -277,6 +294,7 @@ class TrainedModerationModel:
     def model(self) -> ModerationModel:
         return ModerationModel(
             ngrams=self.ngrams,
+            tower=self.tower,
             head=self.head.predictor(),
             standardisation=self.standardisation,
             image_feature_names=self.image_feature_names,
@@ -384,6 +402,14 @@ def train_moderation_model(
     ngrams = fit_ngrams(np.arange(len(train)))
     report("n-gram folds", config.ngram_folds + 1, config.ngram_folds + 1)
 
+    # The text tower: cross-fitted on the same folds (out-of-fold logits for the training posts).
+    tower: TextTower | None = None
+    tower_report: dict[str, Any] = {}
+    if config.tower_epochs > 0:
+        tower, tower_logits, tower_report = _fit_tower(train, validation, y, weight, fold, learnt, config, report)
+        train_logits = np.concatenate([train_logits, tower_logits], axis=1)
+    readers = (ngrams, tower)
+
     labelled_images = sum(post.signals.image_features is not None for post in train)
     reads_image = labelled_images >= MIN_LABELLED
     standardisation = _standardisation(train, train_logits, len(image_feature_names), text_signal_dim)
@@ -397,7 +423,7 @@ def train_moderation_model(
         (the training split)."""
         image, text, image_present, text_present = _inputs(
             [post.signals for post in split],
-            ngrams,
+            readers,
             len(image_feature_names),
             text_signal_dim,
             standardisation,
@@ -430,6 +456,7 @@ def train_moderation_model(
     )
     trained = TrainedModerationModel(
         ngrams=ngrams,
+        tower=tower,
         head=head,
         standardisation=standardisation,
         image_feature_names=list(image_feature_names),
@@ -453,11 +480,44 @@ def train_moderation_model(
         "validation": head.validation_metrics,
         "posts": {"train": len(train), "validation": len(validation), "test": len(test)},
         "labelled_images": labelled_images,
+        "text_tower": tower_report or None,
         "not_trained": not_trained,
         "fallbacks": {name: {"feature": f, "threshold": t} for name, (f, t) in fallbacks.items()},
         "config": asdict(config),
     }
     return trained
+
+
+def _fit_tower(
+    train: Sequence[LabelledSignals],
+    validation: Sequence[LabelledSignals],
+    targets: np.ndarray,
+    weight: np.ndarray,  # 0 where a post's label is neither stated nor presumed
+    fold: np.ndarray,
+    learnt: Sequence[str],
+    config: ModerationTrainingConfig,
+    report: Progress,
+) -> tuple[TextTower, np.ndarray, dict[str, Any]]:
+    """Train the text tower on the training posts that have text; returns it, the out-of-fold logits of every
+    training post (zeros for those without text) and its training report."""
+    rows = [i for i, post in enumerate(train) if post.signals.text_features is not None]
+    checked = [post for post in validation if post.signals.text_features is not None]
+    validation_labels, validation_known = label_arrays(checked, learnt)
+    tower, logits, history = train_text_tower(
+        [train[i].signals.text[:MAX_TEXT_CHARS] for i in rows],
+        targets[rows],
+        weight[rows],
+        fold[rows],
+        categories=learnt,
+        validation_texts=[post.signals.text[:MAX_TEXT_CHARS] for post in checked],
+        validation_labels=validation_labels,
+        validation_known=validation_known,
+        config=TowerConfig(epochs=config.tower_epochs, seed=config.seed),
+        on_progress=report,
+    )
+    out_of_fold = np.zeros((len(train), len(learnt)), dtype=np.float32)
+    out_of_fold[rows] = logits
+    return tower, out_of_fold, history
 
 
 def _standardisation(
@@ -505,6 +565,8 @@ def save_moderation_model(
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     trained.ngrams.save(out_dir)
+    if trained.tower is not None:
+        trained.tower.save(out_dir / TOWER_DIR)
     with (out_dir / STANDARDISATION_FILE).open("wb") as handle:
         np.savez(handle, **trained.standardisation)  # type: ignore[arg-type]  # numpy's stub misreads **kwargs
     head = trained.head

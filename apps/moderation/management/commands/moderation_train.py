@@ -31,6 +31,12 @@ class Command(BaseCommand):
         parser.add_argument("--head", choices=("gated", "late"), default=ModerationTrainingConfig.head_kind)
         parser.add_argument("--epochs", type=int, default=ModerationTrainingConfig.epochs)
         parser.add_argument("--seed", type=int, default=ModerationTrainingConfig.seed)
+        parser.add_argument(
+            "--tower-epochs",
+            type=int,
+            default=ModerationTrainingConfig.tower_epochs,
+            help="most epochs of MiniLM top-layer fine-tuning per fold; 0 trains no text tower (quicker, weaker)",
+        )
         parser.add_argument("--no-promote", action="store_true", help="register the candidate only")
         parser.add_argument("--json", type=Path, default=None, help="also write the version's metrics here")
         parser.add_argument(
@@ -38,7 +44,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        config = ModerationTrainingConfig(head_kind=options["head"], epochs=options["epochs"], seed=options["seed"])
+        config = ModerationTrainingConfig(
+            head_kind=options["head"],
+            epochs=options["epochs"],
+            seed=options["seed"],
+            tower_epochs=options["tower_epochs"],
+        )
         try:
             with StageBar() as progress:
                 outcome = moderation_train(
