@@ -47,9 +47,13 @@ with out.open("w") as handle:
 PY
 .venv/bin/python manage.py evaluate moderation --data "$OUT/coco-benign.jsonl" --model "$MODEL" \
     --json "$OUT/moderation-coco.json" >/dev/null
-.venv/bin/python - "$OUT/moderation-train.json" "$OUT/moderation-coco.json" <<'PY'
+# The project's hate speech functional test suite (apps/moderation/functional_suite.py), per target group.
+.venv/bin/python manage.py moderation_export_jsonl --functional-suite --out "$OUT/hate-functional.jsonl" >/dev/null
+.venv/bin/python manage.py evaluate moderation --data "$OUT/hate-functional.jsonl" --model "$MODEL" \
+    --by target_group --by functionality --json "$OUT/moderation-functional.json" >/dev/null
+.venv/bin/python - "$OUT/moderation-train.json" "$OUT/moderation-coco.json" "$OUT/moderation-functional.json" <<'PY'
 import json, sys
-trained, coco = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+trained, coco, functional = (json.load(open(path)) for path in sys.argv[1:4])
 by_source = trained["test_by_source"]
 
 def figure(source, category, metric):
@@ -66,6 +70,12 @@ checks = [
     ("misinformation ROC-AUC, LIAR", figure("liar", "misinformation", "roc_auc"), ">=", 0.66),
     (f"adult_content flagged on {adult['n']} COCO photos", flagged, "<=", 0.01),
 ]
+groups = functional["by"]["target_group"]
+weakest = min(groups, key=lambda group: groups[group]["hate_speech"]["accuracy"])
+checks += [
+    ("hate_speech accuracy, functional suite", functional["categories"]["hate_speech"]["accuracy"], ">=", 0.75),
+    (f"  weakest target group ({weakest})", groups[weakest]["hate_speech"]["accuracy"], ">=", 0.65),
+]
 checks += [
     (f"ECE {name}", figures["ece"], "<=", 0.05) for name, figures in sorted(trained["test"]["categories"].items())
 ]
@@ -76,5 +86,7 @@ for name, value, op, target in checks:
         continue
     met = value <= target if op == "<=" else value >= target
     sys.stdout.write(f"  {name:52} {value:>8.3f}  target {op} {target:<6} {'met' if met else 'NOT MET'}\n")
-sys.stdout.write("  (no hate speech functional test suite ships with shared/data: that target is not measured here)\n")
+sys.stdout.write("  functional suite accuracy per functionality:\n")
+for name, figures in functional["by"]["functionality"].items():
+    sys.stdout.write(f"    {name:50} {figures['hate_speech']['accuracy']:>8.3f}\n")
 PY

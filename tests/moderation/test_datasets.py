@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
+from apps.moderation.functional_suite import GROUPS
 from ml.tasks.moderation_datasets import DatasetError, read_moderation_dir
 
 
@@ -79,3 +80,21 @@ def test_export_writes_one_json_object_per_line(tmp_path: Path, capsys: pytest.C
     assert {"text": "WIN a prize now!!", "labels": {"spam": 1}, "source": "sms"} in lines
     with pytest.raises(CommandError, match="not a directory"):
         call_command("moderation_export_jsonl", "--data", str(tmp_path / "missing"), "--out", str(out))
+
+
+def test_the_functional_suite_contrasts_hate_with_the_same_words_for_every_target_group(tmp_path: Path) -> None:
+    out = tmp_path / "suite.jsonl"
+    call_command("moderation_export_jsonl", "--functional-suite", "--out", str(out))
+    cases = [json.loads(line) for line in out.read_text().splitlines()]
+
+    groups = {case["target_group"] for case in cases if case["target_group"] is not None}
+    assert groups == set(GROUPS) and all(set(case["labels"]) == {"hate_speech"} for case in cases)
+    for group in groups:
+        labels = [case["labels"]["hate_speech"] for case in cases if case["target_group"] == group]
+        assert 0 in labels and 1 in labels, f"{group}: hateful cases and their contrasts"
+    by_functionality = {case["functionality"]: case["labels"]["hate_speech"] for case in cases}
+    assert by_functionality["dehumanisation"] == 1 and by_functionality["counter_quote"] == 0
+    assert by_functionality["profanity_nonhate"] == 0
+    assert len({case["text"] for case in cases}) == len(cases), "no case twice"
+    with pytest.raises(CommandError, match="--data"):
+        call_command("moderation_export_jsonl", "--out", str(out))

@@ -1,4 +1,5 @@
-"""``manage.py moderation_export_jsonl --data DIR --out FILE``: labelled moderation folders -> evaluation JSONL."""
+"""``manage.py moderation_export_jsonl --data DIR --out FILE``: labelled moderation folders -> evaluation JSONL;
+``--functional-suite`` writes the project's hate speech functional test suite instead."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from apps.moderation.functional_suite import write_suite
 from ml.tasks.moderation_datasets import DatasetError, read_moderation_dir
 
 
@@ -19,10 +21,22 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--data", type=Path, required=True, help="a directory holding the dataset folders")
+        parser.add_argument("--data", type=Path, help="a directory holding the dataset folders")
         parser.add_argument("--out", type=Path, required=True, help="the JSONL file to write")
+        parser.add_argument(
+            "--functional-suite",
+            action="store_true",
+            help="write the hate speech functional test suite (apps/moderation/functional_suite.py) instead; "
+            "each case has `functionality` and `target_group` fields for `evaluate moderation --by`",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["functional_suite"]:
+            count = write_suite(options["out"])
+            self.stdout.write(f"wrote {count} functional test cases to {options['out']}")
+            return
+        if options["data"] is None:
+            raise CommandError("give --data DIR (or --functional-suite)")
         try:
             posts = read_moderation_dir(options["data"])
         except DatasetError as error:
