@@ -85,6 +85,8 @@ class ModerationTrainingConfig:
     ngram_strength: float = 1.0  # C=1 ranked best of 1, 4, 16 per source (docs/moderation.md)
     ngram_folds: int = 2  # the head learns from out-of-fold n-gram and tower logits, as it will meet them on new posts
     tower_epochs: int = 3  # at most, per fold (``ml.tasks.text_tower``); 0 trains no text tower
+    # The head reads the frozen MiniLM embedding beside the text readers' logits (always, without a tower).
+    head_reads_embedding: bool = True
     # A post is presumed negative, at this weight, for the categories its source does not label (a tweet is no
     # spam, a spam text no hate speech): without it a head trained on single-category sources says anything about
     # the categories a post's source never spoke to. Not for categories related to one it is positive in.
@@ -120,10 +122,11 @@ class ModerationModel:
         text_signal_dim: int,
         fallbacks: dict[str, tuple[str, float]],
         reads_image: bool,
+        reads_embedding: bool = True,
         model_version: str = "",
     ) -> None:
         self.ngrams, self.tower, self.head, self.standardisation = ngrams, tower, head, standardisation
-        self.reads_image = reads_image
+        self.reads_image, self.reads_embedding = reads_image, reads_embedding
         self.image_feature_names = list(image_feature_names)
         self.text_signal_dim = text_signal_dim
         self.fallbacks = fallbacks
@@ -164,6 +167,7 @@ class ModerationModel:
             self.text_signal_dim,
             self.standardisation,
             reads_image=self.reads_image,
+            reads_embedding=self.reads_embedding,
         )
         prediction = self.head.predict(image, text, image_present=image_present, text_present=text_present)
         results = []
@@ -224,6 +228,7 @@ def load_moderation_model(path: Path, *, spec: ModelSpec, device: str = "cpu") -
         text_signal_dim=int(config["text_signal_dim"]),
         fallbacks=fallbacks,
         reads_image=bool(config["reads_image"]),
+        reads_embedding=bool(config.get("reads_embedding", True)),
         model_version=label,
     )
 
@@ -246,6 +251,7 @@ def _inputs(
     logits: np.ndarray | None = None,
     *,
     reads_image: bool,
+    reads_embedding: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The head's standardised inputs: image [N, Dv], text [N, Dt + C per text reader], and which posts have each
     (a head that does not read images sees every image as absent). ``logits``: the text readers' logits, given
@@ -263,11 +269,12 @@ def _inputs(
         with_text = np.flatnonzero(text_present)
         if len(with_text):
             logits[with_text] = text_logits([posts[int(row)].text for row in with_text], readers)
-    text = np.zeros((count, text_signal_dim + logits.shape[1]), dtype=np.float32)
+    own = text_signal_dim if reads_embedding else 1
+    text = np.zeros((count, own + logits.shape[1]), dtype=np.float32)
     for row, post in enumerate(posts):
         if post.text_features is not None:
-            text[row, :text_signal_dim] = post.text_features
-            text[row, text_signal_dim:] = logits[row]
+            text[row, :own] = _own_text(post.text_features, reads_embedding)
+            text[row, own:] = logits[row]
     image = (image - standardisation["image_mean"]) / standardisation["image_std"]
     text = (text - standardisation["text_mean"]) / standardisation["text_std"]
     image[~image_present], text[~text_present] = 0.0, 0.0
@@ -285,6 +292,7 @@ class TrainedModerationModel:
     fallbacks: dict[str, tuple[str, float]]
     not_trained: dict[str, str]
     reads_image: bool
+    reads_embedding: bool
     metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -301,6 +309,7 @@ class TrainedModerationModel:
             text_signal_dim=self.text_signal_dim,
             fallbacks=self.fallbacks,
             reads_image=self.reads_image,
+            reads_embedding=self.reads_embedding,
         )
 
 
@@ -412,7 +421,10 @@ def train_moderation_model(
 
     labelled_images = sum(post.signals.image_features is not None for post in train)
     reads_image = labelled_images >= MIN_LABELLED
-    standardisation = _standardisation(train, train_logits, len(image_feature_names), text_signal_dim)
+    reads_embedding = config.head_reads_embedding or tower is None
+    standardisation = _standardisation(
+        train, train_logits, len(image_feature_names), text_signal_dim, reads_embedding=reads_embedding
+    )
 
     def data(
         split: list[LabelledSignals],
@@ -429,6 +441,7 @@ def train_moderation_model(
             standardisation,
             logits,
             reads_image=reads_image,
+            reads_embedding=reads_embedding,
         )
         labels, stated = label_arrays(split, learnt, soft=mask is not None)
         known, weight = mask if mask is not None else (stated, None)
@@ -464,6 +477,7 @@ def train_moderation_model(
         fallbacks=fallbacks,
         not_trained={name: reason for name, reason in not_trained.items() if name not in fallbacks},
         reads_image=reads_image,
+        reads_embedding=reads_embedding,
     )
     scorer = trained.model()
     scored = [result.scores for result in scorer.predict([post.signals for post in test], explain=False)]
@@ -520,12 +534,25 @@ def _fit_tower(
     return tower, out_of_fold, history
 
 
+def _own_text(features: np.ndarray, reads_embedding: bool) -> np.ndarray:
+    """The post's own text signals the head reads: MiniLM's embedding and the profanity score, or the score alone."""
+    return features if reads_embedding else features[-1:]
+
+
 def _standardisation(
-    train: Sequence[LabelledSignals], ngram_logits: np.ndarray, image_dim: int, text_signal_dim: int
+    train: Sequence[LabelledSignals],
+    logits: np.ndarray,
+    image_dim: int,
+    text_signal_dim: int,
+    *,
+    reads_embedding: bool,
 ) -> dict[str, np.ndarray]:
     images = [post.signals.image_features for post in train if post.signals.image_features is not None]
-    rows = [i for i, post in enumerate(train) if post.signals.text_features is not None]
-    texts = [np.concatenate([train[i].signals.text_features, ngram_logits[i]]) for i in rows]  # type: ignore[list-item]
+    texts = [
+        np.concatenate([_own_text(post.signals.text_features, reads_embedding), logits[i]])
+        for i, post in enumerate(train)
+        if post.signals.text_features is not None
+    ]
 
     def moments(vectors: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
         if not vectors:
@@ -534,7 +561,8 @@ def _standardisation(
         return stacked.mean(axis=0).astype(np.float32), np.maximum(stacked.std(axis=0), 1e-3).astype(np.float32)
 
     image_mean, image_std = moments(images, image_dim)
-    text_mean, text_std = moments(texts, text_signal_dim + ngram_logits.shape[1])
+    own = text_signal_dim if reads_embedding else 1
+    text_mean, text_std = moments(texts, own + logits.shape[1])
     return {"image_mean": image_mean, "image_std": image_std, "text_mean": text_mean, "text_std": text_std}
 
 
@@ -585,6 +613,7 @@ def save_moderation_model(
         "fallbacks": {name: list(value) for name, value in trained.fallbacks.items()},
         "not_trained": trained.not_trained,
         "reads_image": trained.reads_image,
+        "reads_embedding": trained.reads_embedding,
     }
     (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return ModelSpec(
