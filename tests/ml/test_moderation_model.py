@@ -72,6 +72,9 @@ def text_trained():
 
 def test_a_text_trained_model_scores_text_and_leaves_images_to_the_detector(text_trained, tmp_path: Path) -> None:
     assert text_trained.reads_image is False and list(text_trained.fallbacks) == ["adult_content"]
+    # The head reads the profanity score and the n-gram and tower logits (two per learnt category), no embedding.
+    assert text_trained.tower is not None and text_trained.reads_embedding is False
+    assert text_trained.standardisation["text_mean"].shape == (1 + 2 * 2,)
     assert text_trained.metrics["test"]["categories"]["hate_speech"]["f1"] > 0.9
     assert text_trained.metrics["test"]["categories"]["spam"]["f1"] > 0.9
     model = text_trained.model()

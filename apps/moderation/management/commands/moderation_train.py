@@ -38,9 +38,9 @@ class Command(BaseCommand):
             help="most epochs of MiniLM top-layer fine-tuning per fold; 0 trains no text tower (quicker, weaker)",
         )
         parser.add_argument(
-            "--no-head-embedding",
+            "--head-embedding",
             action="store_true",
-            help="the fusion head reads the text readers' logits and the profanity score, not MiniLM's embedding",
+            help="the fusion head also reads MiniLM's embedding (it always does with --tower-epochs 0)",
         )
         parser.add_argument("--no-promote", action="store_true", help="register the candidate only")
         parser.add_argument("--json", type=Path, default=None, help="also write the version's metrics here")
@@ -54,7 +54,7 @@ class Command(BaseCommand):
             epochs=options["epochs"],
             seed=options["seed"],
             tower_epochs=options["tower_epochs"],
-            head_reads_embedding=not options["no_head_embedding"],
+            head_reads_embedding=options["head_embedding"],
         )
         try:
             with StageBar() as progress:
