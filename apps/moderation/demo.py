@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 DEMO_SOURCE = "demo"
 DEMO_AUDIT_SAMPLE = 0.25
-TRAINING_SAMPLE = 800  # posts per source: a model in about a minute on two cores
+TRAINING_SAMPLE = 800  # posts per source: a model in a few minutes on two cores (text tower included)
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "coins", "horse")
 POSTERS = ("WIN A FREE CRUISE! TEXT 80010", "GARLIC CURES THE FLU", "Book club on Thursday", "SALE 50% OFF TODAY")
 
