@@ -138,11 +138,11 @@ class TextTower:
 
         tops = self.tops if fold is None else [self.tops[fold]]
         out = np.zeros((len(texts), len(self.categories)), dtype=np.float32)
-        for start, batch in _length_batches(texts, ENCODE_BATCH):
-            states, mask = self.base.states(batch)
+        for rows in _batches([len(text) for text in texts], ENCODE_BATCH):
+            states, mask = self.base.states([texts[i] for i in rows])
             with torch.inference_mode():
                 logits = torch.stack([top(states, mask) for top in tops]).mean(0)
-            out[start] = logits.float().cpu().numpy()
+            out[rows] = logits.float().cpu().numpy()
         return out
 
     def save(self, directory: Path) -> None:
@@ -173,12 +173,6 @@ class TextTower:
             top.load_state_dict(load_file(str(directory / f"fold-{index}.safetensors"), device=str(base.device)))
             tops.append(top)
         return cls(base, tops, saved["categories"], config)
-
-
-def _length_batches(texts: Sequence[str], size: int) -> list[tuple[np.ndarray, list[str]]]:
-    """Batches of similar length (less padding): (the texts' positions, the texts)."""
-    order = np.argsort([len(text) for text in texts], kind="stable")
-    return [(order[i : i + size], [texts[j] for j in order[i : i + size]]) for i in range(0, len(order), size)]
 
 
 def train_text_tower(
@@ -241,9 +235,9 @@ def _cache_states(base: _Base, texts: Sequence[str], report: Progress, stage: st
     import torch
 
     cached: list[Any] = [None] * len(texts)
-    batches = _length_batches(texts, ENCODE_BATCH)
-    for done, (positions, batch) in enumerate(batches):
-        states, mask = base.states(batch)
+    batches = _batches([len(text) for text in texts], ENCODE_BATCH)
+    for done, positions in enumerate(batches):
+        states, mask = base.states([texts[i] for i in positions])
         for row, position in enumerate(positions):
             cached[int(position)] = states[row, mask[row]].to("cpu", torch.float16).clone()
         report(stage, done + 1, len(batches))
@@ -260,9 +254,9 @@ def _padded(states: Sequence[Any], device: Any) -> tuple[Any, Any]:
     return padded, mask.to(device)
 
 
-def _batches(states: Sequence[Any], size: int, rng: np.random.Generator | None = None) -> list[np.ndarray]:
-    """Row batches of similar length; shuffled batch order when ``rng`` is given."""
-    order = np.argsort([len(state) for state in states], kind="stable")
+def _batches(lengths: Sequence[int], size: int, rng: np.random.Generator | None = None) -> list[np.ndarray]:
+    """Row batches of similar length (less padding); shuffled batch order when ``rng`` is given."""
+    order = np.argsort(lengths, kind="stable")
     batches = [order[i : i + size] for i in range(0, len(order), size)]
     if rng is not None:
         rng.shuffle(batches)  # type: ignore[arg-type]  # a list of arrays shuffles in place
@@ -276,7 +270,7 @@ def _top_logits(top: Any, states: Sequence[Any]) -> np.ndarray:
     device = next(top.parameters()).device
     out = np.zeros((len(states), top.head.out_features), dtype=np.float32)
     with torch.inference_mode():
-        for rows in _batches(states, ENCODE_BATCH):
+        for rows in _batches([len(state) for state in states], ENCODE_BATCH):
             padded, mask = _padded([states[i] for i in rows], device)
             out[rows] = top(padded, mask).float().cpu().numpy()
     return out
@@ -317,10 +311,11 @@ def _train_top(
     rng = np.random.default_rng(config.seed)
     target_tensor, weight_tensor = torch.from_numpy(targets).float(), torch.from_numpy(weight).float()
     best_loss, best_state, best_epoch, losses = math.inf, copy.deepcopy(top.state_dict()), 0, []
-    steps_per_epoch = len(_batches(states, config.batch_size))
+    lengths = [len(state) for state in states]
+    steps_per_epoch = len(_batches(lengths, config.batch_size))
     for epoch in range(1, config.epochs + 1):
         top.train()
-        for step, rows in enumerate(_batches(states, config.batch_size, rng)):
+        for step, rows in enumerate(_batches(lengths, config.batch_size, rng)):
             padded, mask = _padded([states[i] for i in rows], device)
             logits = top(padded, mask)
             batch_weight = weight_tensor[rows].to(device)
