@@ -38,6 +38,7 @@ from ml.fusion.heads import FusionPredictor, read_head
 from ml.fusion.train import FusionConfig, FusionData, TrainedFusionHead, train_fusion_head
 from ml.sources import sha256_path
 from ml.specs import ModelSpec
+from ml.tasks.identity_terms import balance_identity_weights
 from ml.tasks.moderation import MAX_TEXT_CHARS, PostSignals
 from ml.tasks.ngrams import MIN_LABELLED, NgramClassifier
 from ml.tasks.text_tower import TOWER_DIR, TextTower, TowerConfig, train_text_tower
@@ -85,6 +86,7 @@ class ModerationTrainingConfig:
     ngram_strength: float = 1.0  # C=1 ranked best of 1, 4, 16 per source (docs/moderation.md)
     ngram_folds: int = 2  # the head learns from out-of-fold n-gram and tower logits, as it will meet them on new posts
     tower_epochs: int = 3  # at most, per fold (``ml.tasks.text_tower``); 0 trains no text tower
+    tower_refit: bool = True  # new posts are scored by a tower copy refit on all training posts (``TowerConfig``)
     # The head reads the frozen MiniLM embedding beside the text readers' logits (always without a tower). Off by
     # default: with the tower, the head over logits alone measured better on Davidson and SMS (docs/moderation.md).
     head_reads_embedding: bool = False
@@ -92,6 +94,9 @@ class ModerationTrainingConfig:
     # spam, a spam text no hate speech): without it a head trained on single-category sources says anything about
     # the categories a post's source never spoke to. Not for categories related to one it is positive in.
     presumed_negative_weight: float = 0.25
+    # Categories whose non-positive posts that name an identity group are weighted up until naming the group is no
+    # evidence on its own (``ml.tasks.identity_terms``); () turns it off.
+    identity_balanced: tuple[str, ...] = ("hate_speech",)
     validation_share: float = 0.1
     test_share: float = 0.1
     seed: int = 0
@@ -391,9 +396,12 @@ def train_moderation_model(
     presumed = ~known & ~_related_to_positive(train_labels[:, columns] > 0.5, learnt)
     weight = np.where(known, 1.0, np.where(presumed, config.presumed_negative_weight, 0.0)).astype(np.float32)
     known = known | presumed
+    train_texts = [post.signals.text for post in train]
+    for column, name in enumerate(learnt):
+        if name in config.identity_balanced:
+            weight[:, column] = balance_identity_weights(train_texts, y[:, column], weight[:, column])
 
     # The n-gram classifier: out-of-fold logits for the training posts, the full model for the others.
-    train_texts = [post.signals.text for post in train]
     train_logits = np.zeros((len(train), len(learnt)), dtype=np.float32)
     fold = np.random.default_rng(config.seed).integers(0, config.ngram_folds, len(train))
 
@@ -527,7 +535,7 @@ def _fit_tower(
         validation_texts=[post.signals.text[:MAX_TEXT_CHARS] for post in checked],
         validation_labels=validation_labels,
         validation_known=validation_known,
-        config=TowerConfig(epochs=config.tower_epochs, seed=config.seed),
+        config=TowerConfig(epochs=config.tower_epochs, seed=config.seed, refit=config.tower_refit),
         on_progress=report,
     )
     out_of_fold = np.zeros((len(train), len(learnt)), dtype=np.float32)

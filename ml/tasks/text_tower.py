@@ -9,9 +9,10 @@ for MiniLM alone).
 
 The fusion head must learn from tower logits as it will meet them on new posts, not from logits on texts the tower
 was trained on (those are overconfident). So the tower is cross-fitted: one copy of the top layers per fold, each
-trained on the other folds' training posts and keeping the epoch with the lowest validation loss; a training post
-gets the logits of the copy that never saw it, and every other post (validation, test, new posts) the mean of all
-copies' logits. Everything is saved as safetensors next to a JSON config that names the base model version.
+trained on the other folds' training posts and keeping the epoch with the lowest validation loss, and a training post
+gets the logits of the copy that never saw it. Every other post (validation, test, new posts) gets the logits of one
+more copy refit on all the training posts (``TowerConfig.refit``; without it, the mean of the fold copies').
+Everything is saved as safetensors next to a JSON config that names the base model version.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class TowerConfig:
     lr_head: float = 1e-3
     dropout: float = 0.1
     seed: int = 0
+    # After the fold copies, one copy trained on every training text scores all other texts (the fold copies only
+    # give the training texts their out-of-fold logits); False keeps the fold copies and averages them.
+    refit: bool = True
 
 
 class TowerMismatch(ValueError):
@@ -125,7 +129,8 @@ def _base(config: TowerConfig, device: str) -> _Base:
 
 
 class TextTower:
-    """Cross-fitted copies of the base model's top layers with their heads; ``logits`` averages them."""
+    """Copies of the base model's top layers with their heads (the refit one, or the cross-fitted ones);
+    ``logits`` averages them."""
 
     def __init__(self, base: _Base, tops: Sequence[Any], categories: Sequence[str], config: TowerConfig) -> None:
         self.base, self.tops, self.categories, self.config = base, list(tops), list(categories), config
@@ -191,8 +196,9 @@ def train_text_tower(
 ) -> tuple[TextTower, np.ndarray, dict[str, Any]]:
     """Train one copy of the top layers per fold value in ``folds`` ([N] ints) on the other folds' ``texts``
     (``targets`` [N, C] in [0, 1], ``weight`` [N, C], 0 where a label is unknown), each keeping the epoch with
-    the lowest loss on the validation texts. Returns the tower, the out-of-fold logits [N, C] of the training
-    texts, and what happened per fold."""
+    the lowest loss on the validation texts, then (``config.refit``) one on all of them. Returns the tower (the
+    refit copy, or the fold copies), the out-of-fold logits [N, C] of the training texts, and what happened per
+    copy."""
     import torch
 
     config = config or TowerConfig()
@@ -223,7 +229,22 @@ def train_text_tower(
         out_of_fold[outside] = _top_logits(top, [cached[i] for i in outside])
         tops.append(top)
         history.append(fold_history)
-    return TextTower(base, tops, categories, config), out_of_fold, {"folds": history, "config": asdict(config)}
+    report_out: dict[str, Any] = {"folds": history, "config": asdict(config)}
+    if config.refit:
+        top, report_out["refit"] = _train_top(
+            base,
+            cached,
+            targets,
+            weight,
+            validation,
+            validation_labels,
+            validation_weight,
+            categories=categories,
+            config=config,
+            report=_fold_progress(report, "text tower: all training texts"),
+        )
+        tops = [top]
+    return TextTower(base, tops, categories, config), out_of_fold, report_out
 
 
 def _fold_progress(report: Progress, stage: str) -> Callable[[int, int], None]:

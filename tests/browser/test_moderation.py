@@ -26,6 +26,8 @@ from tests.moderation.test_scoring import poster
 from tests.moderation.test_webhooks_appeals import Receiver, verify
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
+# One tower epoch: these tests are about the pages, and the tower is the slowest part of a training.
+QUICK_TRAINING = ("--tower-epochs", "1")
 
 
 @pytest.fixture(autouse=True)
@@ -89,7 +91,8 @@ def test_a_moderator_reviews_with_the_keyboard_and_the_decision_goes_out_and_bac
     assert verify(endpoint.secret, headers[SIGNATURE_HEADER], body)
 
     out = io.StringIO()
-    call_command("moderation_train", "--data", str(write_corpus(tmp_path / "corpus")), stdout=out, stderr=io.StringIO())
+    corpus = str(write_corpus(tmp_path / "corpus"))
+    call_command("moderation_train", "--data", corpus, *QUICK_TRAINING, stdout=out, stderr=io.StringIO())
     trained = ModelVersion.objects.get(name="moderation-fusion")
     counted = trained.metrics["reviewed_items_trained_on"] + trained.metrics["promotion"]["holdout_items"]
     assert counted == 1, "the decision made in the page is training (or hold-out) data for the next model"
@@ -104,9 +107,8 @@ def test_scores_evidence_and_the_dashboard_with_a_trained_model(
     page: Page, make_user: Callable[..., User], start_worker, shots: Path, settings, tmp_path
 ) -> None:
     settings.VLP_VAR_DIR = tmp_path / "var"
-    call_command(
-        "moderation_train", "--data", str(write_corpus(tmp_path / "corpus")), stdout=io.StringIO(), stderr=io.StringIO()
-    )
+    corpus = str(write_corpus(tmp_path / "corpus"))
+    call_command("moderation_train", "--data", corpus, *QUICK_TRAINING, stdout=io.StringIO(), stderr=io.StringIO())
     for category in Category.objects.all():  # every score between the thresholds: a human looks at each post
         policy_create(category=category, allow_below=0.0, block_above=1.0, audit_sample_rate=0.0, actor=None)
     start_worker()

@@ -1,4 +1,4 @@
-"""The text tower: the packaged MiniLM's top layers fine-tuned on moderation labels, cross-fitted."""
+"""The text tower: the packaged MiniLM's top layers fine-tuned on moderation labels, cross-fitted and refit."""
 
 from __future__ import annotations
 
@@ -53,8 +53,7 @@ def _corpus(count: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     return texts, np.asarray(targets, np.float32), np.asarray(weight, np.float32)
 
 
-@pytest.fixture(scope="module")
-def trained() -> tuple[TextTower, np.ndarray, dict, np.ndarray, np.ndarray]:
+def _train(*, refit: bool) -> tuple[TextTower, np.ndarray, dict, np.ndarray, np.ndarray]:
     texts, targets, weight = _corpus(24, seed=0)
     validation_texts, validation_targets, validation_known = _corpus(6, seed=1)
     folds = np.arange(len(texts)) % 2
@@ -67,9 +66,14 @@ def trained() -> tuple[TextTower, np.ndarray, dict, np.ndarray, np.ndarray]:
         validation_texts=validation_texts,
         validation_labels=validation_targets,
         validation_known=validation_known > 0,
-        config=TowerConfig(epochs=3, batch_size=16, lr_layers=1e-4, lr_head=3e-3),
+        config=TowerConfig(epochs=3, batch_size=16, lr_layers=1e-4, lr_head=3e-3, refit=refit),
     )
     return tower, out_of_fold, report, targets, weight
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[TextTower, np.ndarray, dict, np.ndarray, np.ndarray]:
+    return _train(refit=True)
 
 
 def test_out_of_fold_logits_rank_the_labels_and_each_copy_keeps_its_best_epoch(trained) -> None:
@@ -79,24 +83,38 @@ def test_out_of_fold_logits_rank_the_labels_and_each_copy_keeps_its_best_epoch(t
         rows = weight[:, column] > 0
         auc = binary_report(targets[rows, column] > 0.5, out_of_fold[rows, column], 0.0)["roc_auc"]
         assert auc is not None and auc > 0.95, f"{name}: out-of-fold ROC-AUC {auc}"
-    assert len(tower.tops) == 2 and len(report["folds"]) == 2
-    for fold in report["folds"]:
-        losses = fold["validation_loss"]
-        assert len(losses) == 3 and fold["kept_epoch"] == 1 + int(np.argmin(losses))
-        assert fold["training_texts"] == 60
+    assert len(report["folds"]) == 2
+    for kept in [*report["folds"], report["refit"]]:
+        losses = kept["validation_loss"]
+        assert len(losses) == 3 and kept["kept_epoch"] == 1 + int(np.argmin(losses))
+    assert [fold["training_texts"] for fold in report["folds"]] == [60, 60]
+    assert report["refit"]["training_texts"] == 120
+    assert len(tower.tops) == 1, "new texts are scored by the copy refit on every training text"
 
 
-def test_new_texts_get_the_mean_of_the_copies_and_a_saved_tower_gives_the_same(trained, tmp_path: Path) -> None:
+NEW_TEXTS = ["the zorvians are vermin, get rid of them", "claim a cash prize now, text CLAIM to 55555", "hi"]
+
+
+def test_a_saved_tower_gives_the_same_logits(trained, tmp_path: Path) -> None:
     tower = trained[0]
-    texts = ["the zorvians are vermin, get rid of them", "claim a cash prize now, text CLAIM to 55555", "hi"]
 
-    logits = tower.logits(texts)
+    logits = tower.logits(NEW_TEXTS)
     tower.save(tmp_path / "tower")
     loaded = TextTower.load(tmp_path / "tower")
 
-    assert np.allclose(logits, (tower.logits(texts, fold=0) + tower.logits(texts, fold=1)) / 2, atol=1e-5)
-    assert np.allclose(loaded.logits(texts), logits, atol=1e-5)
+    assert np.allclose(loaded.logits(NEW_TEXTS), logits, atol=1e-5)
     assert logits[0, 0] > logits[2, 0] and logits[1, 1] > logits[2, 1]
+
+
+def test_without_a_refit_new_texts_get_the_mean_of_the_fold_copies(tmp_path: Path) -> None:
+    tower, _, report, _, _ = _train(refit=False)
+
+    logits = tower.logits(NEW_TEXTS)
+    tower.save(tmp_path / "tower")
+
+    assert len(tower.tops) == 2 and "refit" not in report
+    assert np.allclose(logits, (tower.logits(NEW_TEXTS, fold=0) + tower.logits(NEW_TEXTS, fold=1)) / 2, atol=1e-5)
+    assert np.allclose(TextTower.load(tmp_path / "tower").logits(NEW_TEXTS), logits, atol=1e-5)
 
 
 def test_a_tower_tuned_on_another_base_version_is_refused(trained, tmp_path: Path) -> None:

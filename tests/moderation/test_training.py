@@ -108,11 +108,14 @@ def reviewed_items(moderator, *, holdout: int, trainable: int) -> list[ContentIt
 
 
 def test_reviewed_decisions_train_the_next_model_which_is_promoted_only_when_better(tmp_path: Path, make_user) -> None:
-    bad = train("--data", str(write_corpus(tmp_path / "flipped", flip_spam=True)))
+    # One tower epoch: the tower is not what this test is about (tests/ml/test_text_tower.py), and it is the
+    # slowest part of a training.
+    quick = ("--tower-epochs", "1")
+    bad = train("--data", str(write_corpus(tmp_path / "flipped", flip_spam=True)), *quick)
     assert bad.status == "champion"  # the first one, however bad: there was none
     reviewed_items(make_user("moderator"), holdout=6, trainable=10)
 
-    better = train("--data", str(write_corpus(tmp_path / "train")))
+    better = train("--data", str(write_corpus(tmp_path / "train")), *quick)
 
     promotion = better.metrics["promotion"]
     assert better.metrics["reviewed_items_trained_on"] == 10 and promotion["holdout_items"] == 6
@@ -122,6 +125,6 @@ def test_reviewed_decisions_train_the_next_model_which_is_promoted_only_when_bet
     bad.refresh_from_db()
     assert bad.status == "candidate"
 
-    same = train("--data", str(write_corpus(tmp_path / "train")))
+    same = train("--data", str(write_corpus(tmp_path / "train")), *quick)
     assert same.status == "candidate", "no better than the champion: not promoted"
     assert "<=" in same.metrics["promotion"]["reason"]

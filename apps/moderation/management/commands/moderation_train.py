@@ -38,6 +38,12 @@ class Command(BaseCommand):
             help="most epochs of MiniLM top-layer fine-tuning per fold; 0 trains no text tower (quicker, weaker)",
         )
         parser.add_argument(
+            "--no-tower-refit",
+            action="store_true",
+            help="score new posts with the mean of the cross-fitted tower copies instead of a copy refit on all "
+            "training posts (quicker to train)",
+        )
+        parser.add_argument(
             "--head-embedding",
             action="store_true",
             help="the fusion head also reads MiniLM's embedding (it always does with --tower-epochs 0)",
@@ -54,6 +60,7 @@ class Command(BaseCommand):
             epochs=options["epochs"],
             seed=options["seed"],
             tower_epochs=options["tower_epochs"],
+            tower_refit=not options["no_tower_refit"],
             head_reads_embedding=options["head_embedding"],
         )
         try:
