@@ -76,10 +76,10 @@ def _item_attribution(image_part: Tensor, text_part: Tensor, logits: Tensor) -> 
     evidence against the categories it plainly is not."""
     image_share, text_share = _share(image_part, text_part)
     weights = torch.sigmoid(logits)
-    weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1e-12)
+    total = weights.sum(dim=1).clamp(min=1e-12)  # divided last, so a modality that is all of it is exactly 1
     return {
-        "image_attribution": (image_share * weights).sum(dim=1),
-        "text_attribution": (text_share * weights).sum(dim=1),
+        "image_attribution": (image_share * weights).sum(dim=1) / total,
+        "text_attribution": (text_share * weights).sum(dim=1) / total,
         "image_attribution_per_category": image_share,
         "text_attribution_per_category": text_share,
     }
