@@ -209,13 +209,13 @@ def train_text_tower(
     validation = _cache_states(base, validation_texts, report, "text tower: frozen layers (validation)")
     validation_weight = validation_known.astype(np.float32)
     out_of_fold = np.zeros((len(texts), len(categories)), dtype=np.float32)
-    tops, history = [], []
-    parts = sorted(int(part) for part in np.unique(folds))
-    for part in parts:
-        rows = np.flatnonzero(folds != part)
-        top, fold_history = _train_top(
+
+    def fit(rows: np.ndarray, stage: str) -> tuple[Any, dict[str, Any]]:
+        """One copy trained on the training texts ``rows``, keeping its best validation epoch."""
+        states = [cached[i] for i in rows]
+        return _train_top(
             base,
-            [cached[i] for i in rows],
+            states,
             targets[rows],
             weight[rows],
             validation,
@@ -223,26 +223,20 @@ def train_text_tower(
             validation_weight,
             categories=categories,
             config=config,
-            report=_fold_progress(report, f"text tower: fold {part + 1}/{len(parts)}"),
+            report=_fold_progress(report, stage),
         )
+
+    tops, history = [], []
+    parts = sorted(int(part) for part in np.unique(folds))
+    for part in parts:
+        top, fold_history = fit(np.flatnonzero(folds != part), f"text tower: fold {part + 1}/{len(parts)}")
         outside = np.flatnonzero(folds == part)
         out_of_fold[outside] = _top_logits(top, [cached[i] for i in outside])
         tops.append(top)
         history.append(fold_history)
     report_out: dict[str, Any] = {"folds": history, "config": asdict(config)}
     if config.refit:
-        top, report_out["refit"] = _train_top(
-            base,
-            cached,
-            targets,
-            weight,
-            validation,
-            validation_labels,
-            validation_weight,
-            categories=categories,
-            config=config,
-            report=_fold_progress(report, "text tower: all training texts"),
-        )
+        top, report_out["refit"] = fit(np.arange(len(texts)), "text tower: all training texts")
         tops = [top]
     return TextTower(base, tops, categories, config), out_of_fold, report_out
 
