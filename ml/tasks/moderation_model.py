@@ -86,6 +86,7 @@ class ModerationTrainingConfig:
     ngram_strength: float = 1.0  # C=1 ranked best of 1, 4, 16 per source (docs/moderation.md)
     ngram_folds: int = 2  # the head learns from out-of-fold n-gram and tower logits, as it will meet them on new posts
     tower_epochs: int = 3  # at most, per fold (``ml.tasks.text_tower``); 0 trains no text tower
+    tower_layers: int = TowerConfig.tuned_layers  # MiniLM's top layers the tower copies and trains
     tower_refit: bool = True  # new posts are scored by a tower copy refit on all training posts (``TowerConfig``)
     # The head reads the frozen MiniLM embedding beside the text readers' logits (always without a tower). Off by
     # default: with the tower, the head over logits alone measured better on Davidson and SMS (docs/moderation.md).
@@ -535,7 +536,9 @@ def _fit_tower(
         validation_texts=[post.signals.text[:MAX_TEXT_CHARS] for post in checked],
         validation_labels=validation_labels,
         validation_known=validation_known,
-        config=TowerConfig(epochs=config.tower_epochs, seed=config.seed, refit=config.tower_refit),
+        config=TowerConfig(
+            tuned_layers=config.tower_layers, epochs=config.tower_epochs, seed=config.seed, refit=config.tower_refit
+        ),
         on_progress=report,
     )
     out_of_fold = np.zeros((len(train), len(learnt)), dtype=np.float32)

@@ -39,7 +39,7 @@ Progress = Callable[[str, int, int], None]
 @dataclass(frozen=True)
 class TowerConfig:
     base: str = "minilm-l6-v2"  # a sentence-transformers BERT spec
-    tuned_layers: int = 2
+    tuned_layers: int = 3  # of MiniLM's six; three ranked better than two on every figure (docs/moderation.md)
     max_tokens: int = 128  # texts are cut here (tweets and SMS are far shorter)
     epochs: int = 3  # at most; each copy keeps its epoch with the lowest validation loss
     batch_size: int = 64

@@ -73,6 +73,15 @@ def test_the_first_model_becomes_champion_and_evaluate_reports_it_per_field(tmp_
     assert liar["n"] == 120 and liar["positives"] == 60
 
 
+def test_a_tower_depth_the_base_model_does_not_have_is_refused_and_registers_nothing(tmp_path: Path) -> None:
+    data = str(write_corpus(tmp_path / "train"))
+    with pytest.raises(CommandError, match="at least 1, not 0"):
+        train("--data", data, "--tower-layers", "0")
+    with pytest.raises(CommandError, match="tuned_layers must be between 1 and 5, not 6"):
+        train("--data", data, "--tower-layers", "6", "--limit-per-source", "40")
+    assert not ModelVersion.objects.filter(name=FUSION_MODEL_NAME).exists()
+
+
 def test_evaluate_refuses_bad_lines_and_a_missing_champion(tmp_path: Path) -> None:
     good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
     good.write_text('{"text": "fine", "labels": {"spam": 0}}\n')

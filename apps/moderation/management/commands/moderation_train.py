@@ -38,6 +38,12 @@ class Command(BaseCommand):
             help="most epochs of MiniLM top-layer fine-tuning per fold; 0 trains no text tower (quicker, weaker)",
         )
         parser.add_argument(
+            "--tower-layers",
+            type=int,
+            default=ModerationTrainingConfig.tower_layers,
+            help="how many of MiniLM's top layers the text tower fine-tunes (1-5; more is slower to train and run)",
+        )
+        parser.add_argument(
             "--no-tower-refit",
             action="store_true",
             help="score new posts with the mean of the cross-fitted tower copies instead of a copy refit on all "
@@ -55,11 +61,14 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["tower_layers"] < 1:
+            raise CommandError(f"--tower-layers must be at least 1, not {options['tower_layers']}")
         config = ModerationTrainingConfig(
             head_kind=options["head"],
             epochs=options["epochs"],
             seed=options["seed"],
             tower_epochs=options["tower_epochs"],
+            tower_layers=options["tower_layers"],
             tower_refit=not options["no_tower_refit"],
             head_reads_embedding=options["head_embedding"],
         )
