@@ -76,17 +76,19 @@ checks += [
     ("hate_speech accuracy, functional suite", functional["categories"]["hate_speech"]["accuracy"], ">=", 0.75),
     (f"  weakest target group ({weakest})", groups[weakest]["hate_speech"]["accuracy"], ">=", 0.65),
 ]
-checks += [
-    (f"ECE {name}", figures["ece"], "<=", 0.05) for name, figures in sorted(trained["test"]["categories"].items())
-]
+for name, figures in sorted(trained["test"]["categories"].items()):
+    # "calibrated p95": the ECE a perfectly calibrated model stays under 95 % of the time on this many posts.
+    noise = figures.get("ece_calibrated_p95")
+    shown = f"{figures['n']} posts" + ("" if noise is None else f", calibrated p95 {noise:.3f}")
+    checks.append((f"ECE {name} ({shown})", figures["ece"], "<=", 0.05))
 sys.stdout.write(f"moderation ({trained['model']}, held-out 10 % per source; COCO: ordinary photos)\n")
 for name, value, op, target in checks:
     if value is None:
-        sys.stdout.write(f"  {name:52} {'n/a':>8}  target {op} {target:<6} NOT MEASURED\n")
+        sys.stdout.write(f"  {name:56} {'n/a':>8}  target {op} {target:<6} NOT MEASURED\n")
         continue
     met = value <= target if op == "<=" else value >= target
-    sys.stdout.write(f"  {name:52} {value:>8.3f}  target {op} {target:<6} {'met' if met else 'NOT MET'}\n")
+    sys.stdout.write(f"  {name:56} {value:>8.3f}  target {op} {target:<6} {'met' if met else 'NOT MET'}\n")
 sys.stdout.write("  functional suite accuracy per functionality:\n")
 for name, figures in functional["by"]["functionality"].items():
-    sys.stdout.write(f"    {name:50} {figures['hate_speech']['accuracy']:>8.3f}\n")
+    sys.stdout.write(f"    {name:54} {figures['hate_speech']['accuracy']:>8.3f}\n")
 PY

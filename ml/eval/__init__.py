@@ -1,6 +1,11 @@
 """Evaluation metrics for retrieval, classification, calibration and captioning; numpy only, no framework."""
 
-from ml.eval.calibration import ReliabilityBin, expected_calibration_error, reliability_curve
+from ml.eval.calibration import (
+    ReliabilityBin,
+    calibrated_ece_quantile,
+    expected_calibration_error,
+    reliability_curve,
+)
 from ml.eval.classification import (
     BinaryReport,
     ClassScores,
@@ -25,6 +30,7 @@ __all__ = [
     "average_precision",
     "best_threshold",
     "binary_report",
+    "calibrated_ece_quantile",
     "cider_d",
     "corpus_bleu",
     "expected_calibration_error",

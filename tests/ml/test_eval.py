@@ -13,6 +13,7 @@ from ml.eval import (
     average_precision,
     best_threshold,
     binary_report,
+    calibrated_ece_quantile,
     cider_d,
     corpus_bleu,
     expected_calibration_error,
@@ -380,6 +381,30 @@ def test_calibrated_probabilities_have_zero_ece_and_bin_edges_go_up() -> None:
     # 0.3 sits exactly on an edge of ten bins and must land in [0.3, 0.4), not [0.2, 0.3).
     (edge,) = reliability_curve([1], [0.3], n_bins=10)
     assert edge.lower == pytest.approx(0.3)
+
+
+def test_calibrated_ece_quantile_by_hand() -> None:
+    # Four scores of 0.5 share one bin, so a calibrated model's ECE is |0.5 - k / 4| for k ~ Binomial(4, 1/2):
+    # 0 with probability 6/16, 0.25 with 8/16, 0.5 with 2/16. Its median is 0.25, its 95th percentile 0.5.
+    assert calibrated_ece_quantile([0.5] * 4, quantile=0.5, draws=4000) == 0.25
+    assert calibrated_ece_quantile([0.5] * 4, quantile=0.95, draws=4000) == 0.5
+    # Scores of exactly 0 and 1 are certain: a calibrated model draws their labels without error.
+    assert calibrated_ece_quantile([0.0, 1.0, 1.0]) == 0.0
+
+
+def test_calibrated_ece_quantile_bounds_the_ece_of_calibrated_samples_and_shrinks_with_their_size() -> None:
+    rng = np.random.default_rng(3)
+    scores = rng.beta(0.5, 2.0, size=56)
+    band = calibrated_ece_quantile(scores)
+    # Fresh samples from a model that is calibrated by construction stay under the band about 95 % of the time.
+    below = [expected_calibration_error(rng.random(56) < scores, scores) <= band for _ in range(400)]
+    assert 0.9 <= np.mean(below) <= 0.99
+    larger = rng.beta(0.5, 2.0, size=5600)
+    assert calibrated_ece_quantile(larger) < band / 4
+    with pytest.raises(ValueError, match="non-empty"):
+        calibrated_ece_quantile([])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        calibrated_ece_quantile([0.2, 1.5])
 
 
 def test_reliability_curve_matches_sklearn_calibration_curve() -> None:

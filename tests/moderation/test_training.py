@@ -63,7 +63,17 @@ def test_the_first_model_becomes_champion_and_evaluate_reports_it_per_field(tmp_
     report = json.loads((tmp_path / "out.json").read_text())
     assert report["model"] == version.label
     hate = report["categories"]["hate_speech"]
-    assert set(hate) == {"n", "positives", "accuracy", "precision", "recall", "f1", "roc_auc", "ece"}
+    assert set(hate) == {
+        "n",
+        "positives",
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "ece",
+        "ece_calibrated_p95",
+    }
     assert hate["n"] == 240 and hate["positives"] == 60 and hate["f1"] > 0.8 and hate["roc_auc"] > 0.9
     assert report["categories"]["adult_content"]["n"] == 0 and report["categories"]["adult_content"]["f1"] is None
     by_source = report["by"]["source"]
