@@ -2,6 +2,7 @@
 
 from ml.fusion.calibration import (
     IsotonicCalibrator,
+    PlattScaler,
     TemperatureScaler,
     ThresholdChoice,
     calibrator_from_dict,
@@ -35,6 +36,7 @@ __all__ = [
     "HeadShape",
     "IsotonicCalibrator",
     "LateFusionHead",
+    "PlattScaler",
     "SymmetricInfoNCE",
     "TemperatureScaler",
     "ThresholdChoice",

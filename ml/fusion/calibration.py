@@ -132,6 +132,91 @@ def _fit_temperature(logits: np.ndarray, positives: np.ndarray) -> float:
     return float(1.0 / ((low + high) / 2.0))
 
 
+class PlattScaler:
+    """A slope and an offset per category: ``p = sigmoid(a_c * logit + b_c)`` (Platt 1999), fitted by NLL on validation
+    data against Platt's smoothed targets ``(N+ + 1) / (N+ + 2)`` and ``1 / (N- + 2)``, which keep a fit on a few
+    dozen posts from certainty.
+
+    A temperature only rescales logits; the offset also moves them, which a category needs when its head was trained
+    on a different base rate than its validation posts have (presumed negatives from sources that never label it).
+    The slope is kept within the temperature range, so the map stays increasing.
+    """
+
+    kind = "platt"
+
+    def __init__(self, slopes: Sequence[float] | None = None, offsets: Sequence[float] | None = None) -> None:
+        if (slopes is None) != (offsets is None):
+            raise ValueError("PlattScaler needs both slopes and offsets, or neither")
+        self.slopes: np.ndarray | None = None if slopes is None else np.asarray(slopes, float)
+        self.offsets: np.ndarray | None = None if offsets is None else np.asarray(offsets, float)
+
+    def fit(
+        self, scores: np.ndarray, labels: np.ndarray, mask: np.ndarray | None = None, *, are_probabilities: bool = False
+    ) -> PlattScaler:
+        """Fit a slope and an offset per category on ``scores`` [N, C] (logits unless ``are_probabilities``)."""
+        scores, positives, known = _as_label_arrays(scores, labels, mask)
+        logits = logit(scores) if are_probabilities else scores
+        slopes, offsets = np.ones(logits.shape[1]), np.zeros(logits.shape[1])
+        for category in range(logits.shape[1]):
+            rows = known[:, category]
+            y = positives[rows, category]
+            if y.all() or not y.any():
+                logger.info("Platt map of category %d left as identity: its known labels hold a single class", category)
+                continue
+            slopes[category], offsets[category] = _fit_platt(logits[rows, category], y)
+        self.slopes, self.offsets = slopes, offsets
+        return self
+
+    def transform(self, scores: np.ndarray, *, are_probabilities: bool = False) -> np.ndarray:
+        """Calibrated probabilities [N, C] for ``scores`` [N, C] (logits unless ``are_probabilities``)."""
+        if self.slopes is None or self.offsets is None:
+            raise ValueError("PlattScaler is not fitted")
+        scores = np.asarray(scores, dtype=np.float64)
+        logits = logit(scores) if are_probabilities else scores
+        return sigmoid(logits * self.slopes + self.offsets)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form, read back by ``from_dict``."""
+        if self.slopes is None or self.offsets is None:
+            raise ValueError("PlattScaler is not fitted")
+        return {"kind": self.kind, "slopes": self.slopes.tolist(), "offsets": self.offsets.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PlattScaler:
+        """Rebuild a scaler saved with ``to_dict``."""
+        return cls([float(a) for a in data["slopes"]], [float(b) for b in data["offsets"]])
+
+
+def _fit_platt(logits: np.ndarray, positives: np.ndarray) -> tuple[float, float]:
+    """Newton's method on the (convex) logistic NLL in (slope, offset), halving a step that does not lower it."""
+    count_positive = int(positives.sum())
+    count_negative = len(positives) - count_positive
+    targets = np.where(positives, (count_positive + 1) / (count_positive + 2), 1 / (count_negative + 2))
+    design = np.stack([logits, np.ones_like(logits)], axis=1)
+
+    def nll(theta: np.ndarray) -> float:
+        z = design @ theta
+        return float(np.mean(np.logaddexp(0.0, z) - targets * z))
+
+    theta = np.array([1.0, 0.0])
+    loss = nll(theta)
+    for _ in range(100):
+        p = sigmoid(design @ theta)
+        gradient = design.T @ (p - targets) / len(logits)
+        hessian = (design * (p * (1 - p))[:, None]).T @ design / len(logits) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        scale = 1.0
+        while scale > 1e-6 and nll(theta - scale * step) > loss:
+            scale /= 2
+        candidate = theta - scale * step
+        candidate_loss = nll(candidate)
+        if candidate_loss > loss or loss - candidate_loss < 1e-12:
+            break
+        theta, loss = candidate, candidate_loss
+    slope = float(np.clip(theta[0], 1.0 / MAX_TEMPERATURE, 1.0 / MIN_TEMPERATURE))
+    return slope, float(theta[1])
+
+
 class IsotonicCalibrator:
     """A monotone step-wise map per category (scikit-learn's IsotonicRegression, clipped outside the fitted range).
 
@@ -200,13 +285,14 @@ class IsotonicCalibrator:
         return cls([None if p is None else (p["x"], p["y"]) for p in data["points"]])
 
 
-CALIBRATORS: dict[str, type[TemperatureScaler] | type[IsotonicCalibrator]] = {
+CALIBRATORS: dict[str, type[TemperatureScaler] | type[PlattScaler] | type[IsotonicCalibrator]] = {
     TemperatureScaler.kind: TemperatureScaler,
+    PlattScaler.kind: PlattScaler,
     IsotonicCalibrator.kind: IsotonicCalibrator,
 }
 
 
-def calibrator_from_dict(data: dict[str, Any]) -> TemperatureScaler | IsotonicCalibrator:
+def calibrator_from_dict(data: dict[str, Any]) -> Calibrator:
     """Rebuild any calibrator from its ``to_dict`` form (dispatching on ``kind``)."""
     kind = data.get("kind")
     if kind not in CALIBRATORS:

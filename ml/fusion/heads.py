@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ml.fusion.calibration import IsotonicCalibrator, TemperatureScaler, calibrator_from_dict
+from ml.fusion.calibration import Calibrator, calibrator_from_dict
 from ml.specs import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -477,7 +477,7 @@ class FusionPredictor:
         self,
         head: FusionHead,
         *,
-        calibrator: TemperatureScaler | IsotonicCalibrator,
+        calibrator: Calibrator,
         categories: Sequence[str],
         thresholds: dict[str, float],
         model_version: str = "",
@@ -663,7 +663,7 @@ def write_head(
     out_dir: Path,
     head: FusionHead,
     *,
-    calibrator: TemperatureScaler | IsotonicCalibrator,
+    calibrator: Calibrator,
     categories: Sequence[str],
     thresholds: dict[str, float],
     extra: dict[str, Any] | None = None,

@@ -17,7 +17,9 @@ import torch
 from torch import Tensor
 
 from ml.fusion.calibration import (
+    Calibrator,
     IsotonicCalibrator,
+    PlattScaler,
     TemperatureScaler,
     ThresholdChoice,
     ThresholdStrategy,
@@ -30,7 +32,7 @@ from ml.specs import ModelSpec
 
 logger = logging.getLogger(__name__)
 
-CALIBRATIONS = ("temperature", "isotonic", "none")
+CALIBRATIONS = ("temperature", "platt", "isotonic", "none")
 
 
 @dataclass
@@ -125,8 +127,9 @@ class FusionConfig:
     ``kind``: "early", "late", "gated" or "cross_attention". ``patience``: epochs without a better validation loss
     before stopping. ``modality_dropout``: chance per item and epoch of hiding one of its two modalities, so a head
     trained on complete items still serves text-only and image-only posts. ``balance_positives``: weigh positives by
-    negatives/positives per category. ``calibration``: "temperature", "isotonic" or "none". ``threshold_strategy``:
-    "f1" or ("precision", target). ``categories``: names of the label columns (default "0", "1", ...).
+    negatives/positives per category. ``calibration``: "temperature", "platt", "isotonic" or "none".
+    ``threshold_strategy``: "f1" or ("precision", target). ``categories``: names of the label columns (default "0",
+    "1", ...).
     """
 
     kind: str = "gated"
@@ -170,7 +173,7 @@ class TrainedFusionHead:
     head: FusionHead
     config: FusionConfig
     categories: list[str]
-    calibrator: TemperatureScaler | IsotonicCalibrator
+    calibrator: Calibrator
     thresholds: dict[str, float]
     threshold_details: dict[str, ThresholdChoice]
     validation_metrics: dict[str, Any]
@@ -317,9 +320,11 @@ def train_fusion_head(
     known = validation.known()
     validation_labels = np.where(known, np.nan_to_num(np.asarray(validation.labels, dtype=np.float64)), 0.0)
     logits = validation_logits.numpy().astype(np.float64)
-    calibrator: TemperatureScaler | IsotonicCalibrator
+    calibrator: Calibrator
     if config.calibration == "isotonic":
         calibrator = IsotonicCalibrator().fit(logits, validation_labels, known)
+    elif config.calibration == "platt":
+        calibrator = PlattScaler().fit(logits, validation_labels, known)
     elif config.calibration == "temperature":
         calibrator = TemperatureScaler().fit(logits, validation_labels, known)
     else:

@@ -79,6 +79,9 @@ class LabelledSignals:
 @dataclass(frozen=True)
 class ModerationTrainingConfig:
     head_kind: str = "gated"
+    # How validation posts calibrate the head's logits per category (``ml.fusion.calibration``): "temperature"
+    # scales them, "platt" also moves them (docs/moderation.md measured both), "isotonic" maps them step-wise.
+    calibration: str = "temperature"
     hidden: int = 128
     epochs: int = 60
     lr: float = 3e-3
@@ -472,6 +475,7 @@ def train_moderation_model(
             modality_dropout=config.modality_dropout,
             batch_size=256,
             patience=8,
+            calibration=config.calibration,
         ),
         data(train, train_logits, (known, weight)),
         data(validation),

@@ -17,6 +17,7 @@ from ml.fusion import (
     HeadShape,
     IsotonicCalibrator,
     LateFusionHead,
+    PlattScaler,
     SymmetricInfoNCE,
     TemperatureScaler,
     TrainedFusionHead,
@@ -345,6 +346,41 @@ def test_temperature_scaling_ignores_unknown_labels() -> None:
     fitted = TemperatureScaler().fit(logits, labels, mask).to_dict()["temperatures"]
     assert fitted == TemperatureScaler().fit(logits, corrupted, mask).to_dict()["temperatures"]
     assert fitted != TemperatureScaler().fit(logits, corrupted).to_dict()["temperatures"]
+
+
+def test_platt_scaling_also_moves_logits_that_a_temperature_can_only_scale() -> None:
+    # Logits 4 t + 2 and 0.5 t - 1.5 of true logits t: the calibrated maps are 0.25 z - 0.5 and 2 z + 3.
+    def shifted(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        logits, labels = overconfident_logits(count, seed)
+        return logits + np.array([2.0, -1.5]), labels
+
+    logits, labels = shifted(4000, seed=0)
+    test_logits, test_labels = shifted(4000, seed=1)
+    platt = PlattScaler().fit(logits, labels)
+    assert platt.slopes is not None and platt.offsets is not None
+    assert platt.slopes == pytest.approx([0.25, 2.0], rel=0.15)
+    assert platt.offsets == pytest.approx([-0.5, 3.0], rel=0.2)
+    temperature = TemperatureScaler().fit(logits, labels).transform(test_logits)
+    calibrated = platt.transform(test_logits)
+    for category in range(2):
+        by_platt = expected_calibration_error(calibrated[:, category], test_labels[:, category])
+        by_temperature = expected_calibration_error(temperature[:, category], test_labels[:, category])
+        assert by_platt < 0.03 and by_platt < by_temperature / 2, (category, by_platt, by_temperature)
+    restored = calibrator_from_dict(json.loads(json.dumps(platt.to_dict())))
+    assert np.allclose(restored.transform(test_logits), calibrated)
+
+
+def test_platt_scaling_on_a_few_separable_posts_stays_finite_and_short_of_certain() -> None:
+    logits = np.array([[-3.0, 1.0], [-2.0, 1.0], [-1.0, 1.0], [1.0, 1.0], [2.0, 1.0], [3.0, 1.0]])
+    labels = np.array([[0, 1], [0, 1], [0, 1], [1, 1], [1, 1], [1, 1]], dtype=float)
+    platt = PlattScaler().fit(logits, labels)
+    calibrated = platt.transform(logits)
+    # Smoothed targets 1/5 and 4/5 (three of each): a separable sample is not read as certainty.
+    assert 0.05 < calibrated[:, 0].min() < 0.5 < calibrated[:, 0].max() < 0.95
+    assert np.all(np.diff(calibrated[:, 0]) > 0)
+    assert np.allclose(calibrated[:, 1], sigmoid(logits[:, 1])), "a single known class leaves the map as identity"
+    with pytest.raises(ValueError, match="not fitted"):
+        PlattScaler().transform(logits)
 
 
 def test_isotonic_calibration_is_monotone_and_travels_as_json() -> None:

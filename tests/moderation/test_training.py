@@ -83,6 +83,21 @@ def test_the_first_model_becomes_champion_and_evaluate_reports_it_per_field(tmp_
     assert liar["n"] == 120 and liar["positives"] == 60
 
 
+def test_a_model_calibrated_with_an_offset_saves_and_scores_like_any_other(tmp_path: Path) -> None:
+    version = train("--data", str(write_corpus(tmp_path / "train")), "--calibration", "platt", "--tower-epochs", "0")
+
+    assert version.metrics["config"]["calibration"] == "platt"
+    assert version.metrics["test"]["categories"]["spam"]["f1"] > 0.8
+    unseen = tmp_path / "unseen.jsonl"
+    call_command(
+        "moderation_export_jsonl", "--data", str(write_corpus(tmp_path / "eval", seed=1)), "--out", str(unseen)
+    )
+    out = tmp_path / "out.json"
+    call_command("evaluate", "moderation", "--data", str(unseen), "--model", version.label, "--json", str(out))
+    spam = json.loads(out.read_text())["categories"]["spam"]
+    assert spam["f1"] > 0.8 and 0 <= spam["ece"] <= spam["ece_calibrated_p95"] + 0.1, spam
+
+
 def test_a_tower_depth_the_base_model_does_not_have_is_refused_and_registers_nothing(tmp_path: Path) -> None:
     data = str(write_corpus(tmp_path / "train"))
     with pytest.raises(CommandError, match="at least 1, not 0"):

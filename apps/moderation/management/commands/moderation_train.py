@@ -29,6 +29,13 @@ class Command(BaseCommand):
         )
         parser.add_argument("--name", default=FUSION_MODEL_NAME, help="model name to register")
         parser.add_argument("--head", choices=("gated", "late"), default=ModerationTrainingConfig.head_kind)
+        parser.add_argument(
+            "--calibration",
+            choices=("temperature", "platt", "isotonic"),
+            default=ModerationTrainingConfig.calibration,
+            help="how validation posts calibrate each category's scores: scale the logits, also move them, or map "
+            "them step-wise",
+        )
         parser.add_argument("--epochs", type=int, default=ModerationTrainingConfig.epochs)
         parser.add_argument("--seed", type=int, default=ModerationTrainingConfig.seed)
         parser.add_argument(
@@ -65,6 +72,7 @@ class Command(BaseCommand):
             raise CommandError(f"--tower-layers must be at least 1, not {options['tower_layers']}")
         config = ModerationTrainingConfig(
             head_kind=options["head"],
+            calibration=options["calibration"],
             epochs=options["epochs"],
             seed=options["seed"],
             tower_epochs=options["tower_epochs"],
