@@ -33,8 +33,7 @@ def reliability_curve(y_true: npt.ArrayLike, probabilities: npt.ArrayLike, n_bin
     probs = as_probabilities(probabilities, len(labels))
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
         raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
-    # floor(p * n) puts p = i / n exactly into bin i even in floating point; edges from linspace would not.
-    bin_index = np.minimum(np.floor(probs * n_bins).astype(np.int64), n_bins - 1)
+    bin_index = _bin_index(probs, n_bins)
     counts = np.bincount(bin_index, minlength=n_bins)
     probability_sums = np.bincount(bin_index, weights=probs, minlength=n_bins)
     positive_sums = np.bincount(bin_index, weights=labels.astype(np.float64), minlength=n_bins)
@@ -78,10 +77,16 @@ def calibrated_ece_quantile(
     drawn = probs[rng.integers(0, n, size=(draws, n))]
     labels = rng.random((draws, n)) < drawn
     # One bincount over (draw, bin) pairs: per bin, |sum of probabilities - sum of labels| / n is its share of the ECE.
-    cell = np.arange(draws)[:, None] * n_bins + np.minimum(np.floor(drawn * n_bins).astype(np.int64), n_bins - 1)
+    cell = np.arange(draws)[:, None] * n_bins + _bin_index(drawn, n_bins)
     gap = np.bincount(cell.ravel(), weights=(drawn - labels).ravel(), minlength=draws * n_bins)
     eces = np.abs(gap.reshape(draws, n_bins)).sum(1) / n
     return float(np.quantile(eces, quantile))
+
+
+def _bin_index(probabilities: np.ndarray, n_bins: int) -> np.ndarray:
+    """Each probability's bin; floor(p * n) puts p = i / n exactly into bin i even in floating point (edges from
+    linspace would not), and 1.0 into the last bin."""
+    return np.minimum(np.floor(probabilities * n_bins).astype(np.int64), n_bins - 1)
 
 
 def as_binary_labels(y_true: npt.ArrayLike) -> np.ndarray:

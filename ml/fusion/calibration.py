@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -66,6 +66,19 @@ def _as_label_arrays(
     return scores, labels > 0.5, known
 
 
+def _fittable(
+    logits: np.ndarray, positives: np.ndarray, known: np.ndarray, what: str
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Each category's known scores and labels; one whose known labels hold a single class is left as identity."""
+    for category in range(logits.shape[1]):
+        rows = known[:, category]
+        y = positives[rows, category]
+        if y.all() or not y.any():
+            logger.info("%s of category %d left as identity: its known labels hold a single class", what, category)
+            continue
+        yield category, logits[rows, category], y
+
+
 class TemperatureScaler:
     """One temperature per category: ``p = sigmoid(logit / T_c)``, T_c minimising NLL on validation data."""
 
@@ -81,13 +94,8 @@ class TemperatureScaler:
         scores, positives, known = _as_label_arrays(scores, labels, mask)
         logits = logit(scores) if are_probabilities else scores
         temperatures = np.ones(logits.shape[1])
-        for category in range(logits.shape[1]):
-            rows = known[:, category]
-            y = positives[rows, category]
-            if y.all() or not y.any():
-                logger.info("temperature of category %d left at 1: its known labels hold a single class", category)
-                continue
-            temperatures[category] = _fit_temperature(logits[rows, category], y)
+        for category, column, y in _fittable(logits, positives, known, "temperature"):
+            temperatures[category] = _fit_temperature(column, y)
         self.temperatures = temperatures
         return self
 
@@ -157,13 +165,8 @@ class PlattScaler:
         scores, positives, known = _as_label_arrays(scores, labels, mask)
         logits = logit(scores) if are_probabilities else scores
         slopes, offsets = np.ones(logits.shape[1]), np.zeros(logits.shape[1])
-        for category in range(logits.shape[1]):
-            rows = known[:, category]
-            y = positives[rows, category]
-            if y.all() or not y.any():
-                logger.info("Platt map of category %d left as identity: its known labels hold a single class", category)
-                continue
-            slopes[category], offsets[category] = _fit_platt(logits[rows, category], y)
+        for category, column, y in _fittable(logits, positives, known, "Platt map"):
+            slopes[category], offsets[category] = _fit_platt(column, y)
         self.slopes, self.offsets = slopes, offsets
         return self
 
@@ -242,17 +245,14 @@ class IsotonicCalibrator:
 
         scores, positives, known = _as_label_arrays(scores, labels, mask)
         probabilities = scores if are_probabilities else sigmoid(scores)
-        points: list[tuple[np.ndarray, np.ndarray] | None] = []
-        for category in range(probabilities.shape[1]):
-            rows = known[:, category]
-            y = positives[rows, category]
-            if y.all() or not y.any():
-                logger.info("isotonic map of category %d is identity: its known labels hold a single class", category)
-                points.append(None)
-                continue
+        points: list[tuple[np.ndarray, np.ndarray] | None] = [None] * probabilities.shape[1]
+        for category, column, y in _fittable(probabilities, positives, known, "isotonic map"):
             regression = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
-            regression.fit(probabilities[rows, category], y.astype(np.float64))
-            points.append((np.asarray(regression.X_thresholds_, float), np.asarray(regression.y_thresholds_, float)))
+            regression.fit(column, y.astype(np.float64))
+            points[category] = (
+                np.asarray(regression.X_thresholds_, float),
+                np.asarray(regression.y_thresholds_, float),
+            )
         self.points = points
         return self
 
