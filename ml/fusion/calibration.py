@@ -355,6 +355,11 @@ def choose_threshold_details(
     """Per category, the threshold on its precision/recall curve that maximises F1 (``"f1"``), or the lowest that
     reaches a precision target (``("precision", 0.9)``), with what it achieves.
 
+    The chosen point of the curve is a score; every threshold between it and the next lower score decides the
+    validation posts alike, and the threshold returned is the middle of that interval, not its top edge: there a
+    new positive scoring a little below the lowest validation positive it kept is still flagged (on a separable
+    validation split, the edge would be exactly its lowest positive).
+
     A category with no known positives gets ``FALLBACK_THRESHOLD`` flagged as a fallback; one whose precision target
     is out of reach gets the threshold of its highest precision, flagged too.
     """
@@ -391,8 +396,9 @@ def choose_threshold_details(
                 index = int(np.flatnonzero(precision == precision.max())[-1])
                 fallback, reason = True, f"precision {target} not reached; highest precision used"
                 logger.warning("category %s never reaches precision %s; using its highest precision", name, target)
+        below = thresholds[index + 1] if index + 1 < len(thresholds) else thresholds[index]
         choices[name] = ThresholdChoice(
-            float(thresholds[index]),
+            float((thresholds[index] + below) / 2),
             float(precision[index]),
             float(recall[index]),
             float(f1[index]),

@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -448,10 +448,83 @@ HEADS: dict[str, type[FusionHead]] = {
 }
 
 
-def build_head(shape: HeadShape) -> FusionHead:
-    """A freshly initialised head of ``shape.kind`` (initialisation draws from torch's global generator)."""
+class HeadEnsemble(FusionHead):
+    """Heads of one shape trained from different seeds, serving as one: the members' mean logits, and the mean of
+    each explanation array (shares stay shares, gates stay gates). One head's path through a small training set
+    depends on its seed; the mean of a few is steadier and usually ranks better (Lakshminarayanan et al. 2017)."""
+
+    def __init__(self, members: Sequence[FusionHead]) -> None:
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least two heads, got {len(members)}")
+        shapes = {member.shape for member in members}
+        if len(shapes) != 1:
+            raise ValueError(f"an ensemble's heads must share one shape, got {sorted(map(str, shapes))}")
+        super().__init__(members[0].shape)
+        self.members = nn.ModuleList(members)
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]  # the members' kind: an ensemble explains as they do
+        return self.shape.kind
+
+    def forward(
+        self,
+        image: Tensor,
+        text: Tensor,
+        *,
+        image_present: Tensor | None = None,
+        text_present: Tensor | None = None,
+        image_patches: Tensor | None = None,
+        text_tokens: Tensor | None = None,
+        text_token_mask: Tensor | None = None,
+    ) -> Tensor:
+        """The members' mean logits [N, C]."""
+        inputs = _optional_inputs(image_present, text_present, image_patches, text_tokens, text_token_mask)
+        return torch.stack([member(image, text, **inputs) for member in self._heads()]).mean(dim=0)
+
+    def explain(
+        self,
+        image: Tensor,
+        text: Tensor,
+        *,
+        image_present: Tensor | None = None,
+        text_present: Tensor | None = None,
+        image_patches: Tensor | None = None,
+        text_tokens: Tensor | None = None,
+        text_token_mask: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """Each of the members' explanation arrays, averaged over the members."""
+        inputs = _optional_inputs(image_present, text_present, image_patches, text_tokens, text_token_mask)
+        parts = [member.explain(image, text, **inputs) for member in self._heads()]
+        return {key: torch.stack([part[key] for part in parts]).mean(dim=0) for key in parts[0]}
+
+    def _heads(self) -> list[FusionHead]:
+        return [cast(FusionHead, member) for member in self.members]
+
+
+def _optional_inputs(
+    image_present: Tensor | None,
+    text_present: Tensor | None,
+    image_patches: Tensor | None,
+    text_tokens: Tensor | None,
+    text_token_mask: Tensor | None,
+) -> dict[str, Tensor | None]:
+    """A head's keyword inputs, to pass on to another head."""
+    return {
+        "image_present": image_present,
+        "text_present": text_present,
+        "image_patches": image_patches,
+        "text_tokens": text_tokens,
+        "text_token_mask": text_token_mask,
+    }
+
+
+def build_head(shape: HeadShape, *, members: int = 1) -> FusionHead:
+    """A freshly initialised head of ``shape.kind``, or an ensemble of ``members`` of them (initialisation draws
+    from torch's global generator)."""
     if shape.kind not in HEADS:
         raise ValueError(f"unknown fusion head kind {shape.kind!r}; known: {', '.join(sorted(HEADS))}")
+    if members > 1:
+        return HeadEnsemble([HEADS[shape.kind](shape) for _ in range(members)])
     return HEADS[shape.kind](shape)
 
 
@@ -678,6 +751,7 @@ def write_head(
     config = {
         "format": SAVE_FORMAT,
         "shape": head.shape.to_dict(),
+        **({"members": len(head.members)} if isinstance(head, HeadEnsemble) else {}),
         "categories": list(categories),
         "calibrator": calibrator.to_dict(),
         "thresholds": {name: float(thresholds[name]) for name in categories},
@@ -708,7 +782,7 @@ def read_head(path: Path, *, model_version: str = "", device: str = "cpu") -> Fu
     config = json.loads((path / CONFIG_FILE).read_text())
     if config.get("format") != SAVE_FORMAT:
         raise ValueError(f"{path} holds fusion head format {config.get('format')!r}, this code reads {SAVE_FORMAT!r}")
-    head = build_head(HeadShape(**config["shape"]))
+    head = build_head(HeadShape(**config["shape"]), members=int(config.get("members", 1)))
     head.load_state_dict(load_file(str(path / WEIGHTS_FILE), device="cpu"), strict=True)
     logger.info("loaded fusion head %s (%s) from %s", model_version, head.kind, path)
     return FusionPredictor(

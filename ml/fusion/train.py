@@ -25,7 +25,7 @@ from ml.fusion.calibration import (
     ThresholdStrategy,
     choose_threshold_details,
 )
-from ml.fusion.heads import HEADS, FusionHead, FusionPredictor, HeadShape, build_head, write_head
+from ml.fusion.heads import HEADS, FusionHead, FusionPredictor, HeadEnsemble, HeadShape, build_head, write_head
 from ml.fusion.losses import masked_bce_with_logits
 from ml.sources import sha256_path
 from ml.specs import ModelSpec
@@ -129,7 +129,8 @@ class FusionConfig:
     trained on complete items still serves text-only and image-only posts. ``balance_positives``: weigh positives by
     negatives/positives per category. ``calibration``: "temperature", "platt", "isotonic" or "none".
     ``threshold_strategy``: "f1" or ("precision", target). ``categories``: names of the label columns (default "0",
-    "1", ...).
+    "1", ...). ``members``: heads trained from seeds ``seed``, ``seed + 1``, ... (each with its own early stopping)
+    and served as one ``HeadEnsemble``, calibrated on their mean logits.
     """
 
     kind: str = "gated"
@@ -146,14 +147,15 @@ class FusionConfig:
     balance_positives: bool = False
     calibration: str = "temperature"
     threshold_strategy: ThresholdStrategy = "f1"
+    members: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in HEADS:
             raise ValueError(f"unknown fusion head kind {self.kind!r}; known: {', '.join(sorted(HEADS))}")
         if self.calibration not in CALIBRATIONS:
             raise ValueError(f"unknown calibration {self.calibration!r}; known: {', '.join(CALIBRATIONS)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
-            raise ValueError("epochs, batch_size and patience must be at least 1")
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or self.members < 1:
+            raise ValueError("epochs, batch_size, patience and members must be at least 1")
         if not 0.0 <= self.modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
 
@@ -272,6 +274,87 @@ def train_fusion_head(
     )
     train_batch, validation_batch = train.tensors(), validation.tensors()
     pos_weight = _positive_weights(train) if config.balance_positives else None
+    members, history, best_epochs = [], [], []
+    for member in range(config.members):
+
+        def progress(epoch: int, epochs: int, member: int = member) -> None:
+            if on_progress is not None:
+                on_progress(member * epochs + epoch, config.members * epochs)
+
+        head, member_history, best_epoch = _train_one(
+            config,
+            shape,
+            (train_batch, len(train)),
+            validation_batch,
+            pos_weight,
+            seed=seed + member,
+            on_progress=progress,
+        )
+        members.append(head)
+        history += [{**entry, "member": member} for entry in member_history] if config.members > 1 else member_history
+        best_epochs.append(best_epoch)
+    head = members[0] if len(members) == 1 else HeadEnsemble(members)
+    head.eval()
+    validation_loss, validation_logits = _evaluate_loss(head, validation_batch, pos_weight)
+
+    known = validation.known()
+    validation_labels = np.where(known, np.nan_to_num(np.asarray(validation.labels, dtype=np.float64)), 0.0)
+    logits = validation_logits.numpy().astype(np.float64)
+    calibrator: Calibrator
+    if config.calibration == "isotonic":
+        calibrator = IsotonicCalibrator().fit(logits, validation_labels, known)
+    elif config.calibration == "platt":
+        calibrator = PlattScaler().fit(logits, validation_labels, known)
+    elif config.calibration == "temperature":
+        calibrator = TemperatureScaler().fit(logits, validation_labels, known)
+    else:
+        calibrator = TemperatureScaler([1.0] * len(categories))
+    probabilities = calibrator.transform(logits)
+    details = choose_threshold_details(
+        probabilities, validation_labels, known, strategy=config.threshold_strategy, categories=categories
+    )
+    per_category = {name: choice.to_dict() for name, choice in details.items()}
+    metrics: dict[str, Any] = {
+        "loss": validation_loss,
+        "best_epoch": best_epochs[0] if len(best_epochs) == 1 else best_epochs,
+        "epochs_run": len(history),
+        "macro_f1": float(np.mean([choice.f1 for choice in details.values()])),
+        "per_category": per_category,
+    }
+    logger.info(
+        "trained fusion %s (%d member%s): validation loss %.4f, macro F1 %.3f at epoch %s",
+        config.kind,
+        config.members,
+        "" if config.members == 1 else "s",
+        validation_loss,
+        metrics["macro_f1"],
+        metrics["best_epoch"],
+    )
+    return TrainedFusionHead(
+        head=head,
+        config=config,
+        categories=categories,
+        calibrator=calibrator,
+        thresholds={name: choice.threshold for name, choice in details.items()},
+        threshold_details=details,
+        validation_metrics=metrics,
+        history=history,
+    )
+
+
+def _train_one(
+    config: FusionConfig,
+    shape: HeadShape,
+    train: tuple[dict[str, Tensor | None], int],
+    validation_batch: dict[str, Tensor | None],
+    pos_weight: Tensor | None,
+    *,
+    seed: int,
+    on_progress: Callable[[int, int], None],
+) -> tuple[FusionHead, list[dict[str, float]], int]:
+    """One head trained from ``seed`` on ``train`` (the batch and its size), at its epoch with the lowest
+    validation loss; its history and that epoch."""
+    train_batch, count = train
     history: list[dict[str, float]] = []
     # fork_rng: seeding here must not change the caller's global random state.
     with torch.random.fork_rng(devices=[]):
@@ -282,9 +365,9 @@ def train_fusion_head(
         best_loss, best_epoch, best_state = float("inf"), 0, _copy_state(head)
         for epoch in range(1, config.epochs + 1):
             head.train()
-            order = torch.randperm(len(train), generator=generator)
+            order = torch.randperm(count, generator=generator)
             total, seen = 0.0, 0
-            for start in range(0, len(train), config.batch_size):
+            for start in range(0, count, config.batch_size):
                 batch = _select(train_batch, order[start : start + config.batch_size])
                 if config.modality_dropout:
                     _drop_modalities(batch, config.modality_dropout, generator)
@@ -308,56 +391,12 @@ def train_fusion_head(
             )
             if validation_loss < best_loss:
                 best_loss, best_epoch, best_state = validation_loss, epoch, _copy_state(head)
-            if on_progress is not None:
-                on_progress(epoch, config.epochs)
+            on_progress(epoch, config.epochs)
             if epoch - best_epoch >= config.patience:
                 logger.info("fusion %s stopped early at epoch %d (best %d)", config.kind, epoch, best_epoch)
                 break
         head.load_state_dict(best_state)
-        head.eval()
-        validation_loss, validation_logits = _evaluate_loss(head, validation_batch, pos_weight)
-
-    known = validation.known()
-    validation_labels = np.where(known, np.nan_to_num(np.asarray(validation.labels, dtype=np.float64)), 0.0)
-    logits = validation_logits.numpy().astype(np.float64)
-    calibrator: Calibrator
-    if config.calibration == "isotonic":
-        calibrator = IsotonicCalibrator().fit(logits, validation_labels, known)
-    elif config.calibration == "platt":
-        calibrator = PlattScaler().fit(logits, validation_labels, known)
-    elif config.calibration == "temperature":
-        calibrator = TemperatureScaler().fit(logits, validation_labels, known)
-    else:
-        calibrator = TemperatureScaler([1.0] * len(categories))
-    probabilities = calibrator.transform(logits)
-    details = choose_threshold_details(
-        probabilities, validation_labels, known, strategy=config.threshold_strategy, categories=categories
-    )
-    per_category = {name: choice.to_dict() for name, choice in details.items()}
-    metrics: dict[str, Any] = {
-        "loss": validation_loss,
-        "best_epoch": best_epoch,
-        "epochs_run": len(history),
-        "macro_f1": float(np.mean([choice.f1 for choice in details.values()])),
-        "per_category": per_category,
-    }
-    logger.info(
-        "trained fusion %s: validation loss %.4f, macro F1 %.3f at epoch %d",
-        config.kind,
-        validation_loss,
-        metrics["macro_f1"],
-        best_epoch,
-    )
-    return TrainedFusionHead(
-        head=head,
-        config=config,
-        categories=categories,
-        calibrator=calibrator,
-        thresholds={name: choice.threshold for name, choice in details.items()},
-        threshold_details=details,
-        validation_metrics=metrics,
-        history=history,
-    )
+    return head, history, best_epoch
 
 
 def _copy_state(head: FusionHead) -> dict[str, Tensor]:

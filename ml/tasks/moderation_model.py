@@ -83,6 +83,8 @@ class ModerationTrainingConfig:
     # scales them, "platt" also moves them (docs/moderation.md measured both), "isotonic" maps them step-wise.
     calibration: str = "temperature"
     hidden: int = 128
+    # Heads trained from seeds seed, seed + 1, ... and served as their mean (``ml.fusion.HeadEnsemble``).
+    head_members: int = 1
     epochs: int = 60
     lr: float = 3e-3
     dropout: float = 0.2
@@ -476,6 +478,7 @@ def train_moderation_model(
             batch_size=256,
             patience=8,
             calibration=config.calibration,
+            members=config.head_members,
         ),
         data(train, train_logits, (known, weight)),
         data(validation),

@@ -14,6 +14,7 @@ import ml
 from ml.fusion import (
     FusionConfig,
     FusionData,
+    HeadEnsemble,
     HeadShape,
     IsotonicCalibrator,
     LateFusionHead,
@@ -401,21 +402,22 @@ def test_thresholds_hit_the_target_precision_on_a_hand_made_example() -> None:
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.95, 0.85])
     labels = np.array([1, 1, 0, 1, 1, 0, 0, 1, 0, 0], dtype=float)
     mask = np.array([True] * 8 + [False, False])  # two unknown labels that would spoil the precision if counted
-    # precision from the top: 1, 1, 2/3, 3/4, 4/5, 4/6, 4/7, 5/8; F1 is best (0.8) at 0.5
+    # precision from the top: 1, 1, 2/3, 3/4, 4/5, 4/6, 4/7, 5/8; F1 is best (0.8) from 0.5 down to just above 0.4,
+    # so the threshold is the middle of (0.4, 0.5]
     probabilities, truth, known = scores[:, None], labels[:, None], mask[:, None]
-    assert choose_thresholds(probabilities, truth, known, strategy=("precision", 0.95)) == {"0": 0.8}
-    assert choose_thresholds(probabilities, truth, known, strategy=("precision", 0.75)) == {"0": 0.5}
+    assert choose_thresholds(probabilities, truth, known, strategy=("precision", 0.95)) == {"0": pytest.approx(0.75)}
+    assert choose_thresholds(probabilities, truth, known, strategy=("precision", 0.75)) == {"0": pytest.approx(0.45)}
     details = choose_threshold_details(probabilities, truth, known, strategy="f1", categories=["spam"])
-    assert details["spam"].threshold == 0.5 and details["spam"].f1 == pytest.approx(0.8)
-    decided = scores[mask] >= 0.5
-    assert labels[mask][decided].mean() >= 0.75
+    assert details["spam"].threshold == pytest.approx(0.45) and details["spam"].f1 == pytest.approx(0.8)
+    decided = scores[mask] >= details["spam"].threshold
+    assert labels[mask][decided].mean() == pytest.approx(details["spam"].precision) == 0.8
 
     unreachable = choose_threshold_details(probabilities, truth, known, strategy=("precision", 1.0))["0"]
-    assert unreachable.threshold == 0.8 and not unreachable.fallback
+    assert unreachable.threshold == pytest.approx(0.75) and not unreachable.fallback
     no_positives = choose_threshold_details(probabilities, np.zeros_like(truth), known)["0"]
     assert no_positives.threshold == 0.5 and no_positives.fallback and no_positives.support == 0
     low = choose_threshold_details(np.array([[0.9], [0.8]]), np.array([[0.0], [1.0]]), strategy=("precision", 0.99))
-    assert low["0"].fallback and low["0"].threshold == 0.8
+    assert low["0"].fallback and low["0"].threshold == 0.8  # the lowest score: no score below it
 
 
 def test_training_is_reproducible_with_a_seed_and_leaves_global_randomness_alone(
@@ -476,6 +478,49 @@ def test_a_saved_head_loads_through_ml_load_with_the_same_outputs(
 
     retuned = ModelSpec.from_dict({**spec.to_dict(), "version": "1.0.1", "thresholds": {"adult_image": 1.1}})
     assert not ml.load("fusion-roundtrip", spec=retuned).predict(validation.image_features, None).decisions[:, 0].any()
+
+
+def test_an_ensemble_serves_its_members_mean_and_saves_and_loads_as_one_head(
+    modality_split: tuple[FusionData, FusionData], tmp_path: Path
+) -> None:
+    train, validation = modality_split
+    config = FusionConfig(kind="gated", categories=CATEGORIES, hidden=16, epochs=6, members=3)
+    progress: list[tuple[int, int]] = []
+    trained = train_fusion_head(config, train, validation, seed=4, on_progress=lambda *step: progress.append(step))
+    assert isinstance(trained.head, HeadEnsemble) and trained.head.kind == "gated"
+    assert progress[-1] == (18, 18) and len(trained.validation_metrics["best_epoch"]) == 3
+    assert {entry["member"] for entry in trained.history} == {0, 1, 2}
+    # Member i is the head one training from seed 4 + i gives.
+    single = train_fusion_head(
+        FusionConfig(kind="gated", categories=CATEGORIES, hidden=16, epochs=6), train, validation, seed=5
+    )
+    for key, value in single.head.state_dict().items():
+        assert torch.equal(value, trained.head.members[1].state_dict()[key])
+
+    inputs = {key: torch.as_tensor(getattr(validation, key)) for key in ("image_features", "text_features")}
+    with torch.no_grad():
+        members = [member(inputs["image_features"], inputs["text_features"]) for member in trained.head.members]
+        assert torch.allclose(
+            trained.head(inputs["image_features"], inputs["text_features"]), torch.stack(members).mean(0)
+        )
+    prediction = trained.predictor().predict(validation.image_features, validation.text_features)
+    assert trained.validation_metrics["macro_f1"] > 0.9
+    for explanation in prediction.explanations[:20]:
+        assert explanation["method"] == "gated"
+        assert sum(explanation["modality_attribution"].values()) == pytest.approx(1.0)
+
+    spec = save_head(trained, tmp_path / "ensemble", name="fusion-ensemble", version="1.0.0")
+    loaded = ml.load("fusion-ensemble", spec=spec)
+    after = loaded.predict(validation.image_features, validation.text_features)
+    assert isinstance(loaded.head, HeadEnsemble) and len(loaded.head.members) == 3
+    assert np.allclose(after.probabilities, prediction.probabilities, atol=1e-6)
+
+
+def test_an_ensemble_of_heads_of_different_shapes_is_refused() -> None:
+    with pytest.raises(ValueError, match="share one shape"):
+        HeadEnsemble([build_head(HeadShape("late", 4, 3, 2)), build_head(HeadShape("late", 4, 5, 2))])
+    with pytest.raises(ValueError, match="at least two"):
+        HeadEnsemble([build_head(HeadShape("late", 4, 3, 2))])
 
 
 def test_a_tampered_head_is_refused(trained_gated: TrainedFusionHead, tmp_path: Path) -> None:

@@ -83,10 +83,12 @@ def test_the_first_model_becomes_champion_and_evaluate_reports_it_per_field(tmp_
     assert liar["n"] == 120 and liar["positives"] == 60
 
 
-def test_a_model_calibrated_with_an_offset_saves_and_scores_like_any_other(tmp_path: Path) -> None:
-    version = train("--data", str(write_corpus(tmp_path / "train")), "--calibration", "platt", "--tower-epochs", "0")
+def test_an_ensemble_of_heads_calibrated_with_an_offset_saves_and_scores_like_any_other(tmp_path: Path) -> None:
+    data = str(write_corpus(tmp_path / "train"))
+    version = train("--data", data, "--calibration", "platt", "--head-members", "2", "--tower-epochs", "0")
 
-    assert version.metrics["config"]["calibration"] == "platt"
+    assert version.metrics["config"]["calibration"] == "platt" and version.metrics["config"]["head_members"] == 2
+    assert len(version.metrics["validation"]["best_epoch"]) == 2
     assert version.metrics["test"]["categories"]["spam"]["f1"] > 0.8
     unseen = tmp_path / "unseen.jsonl"
     call_command(
@@ -98,10 +100,12 @@ def test_a_model_calibrated_with_an_offset_saves_and_scores_like_any_other(tmp_p
     assert spam["f1"] > 0.8 and 0 <= spam["ece"] <= spam["ece_calibrated_p95"] + 0.1, spam
 
 
-def test_a_tower_depth_the_base_model_does_not_have_is_refused_and_registers_nothing(tmp_path: Path) -> None:
+def test_a_tower_depth_the_base_model_does_not_have_or_no_head_is_refused_and_registers_nothing(tmp_path: Path) -> None:
     data = str(write_corpus(tmp_path / "train"))
-    with pytest.raises(CommandError, match="at least 1, not 0"):
+    with pytest.raises(CommandError, match="--tower-layers must be at least 1, not 0"):
         train("--data", data, "--tower-layers", "0")
+    with pytest.raises(CommandError, match="--head-members must be at least 1, not 0"):
+        train("--data", data, "--head-members", "0")
     with pytest.raises(CommandError, match="tuned_layers must be between 1 and 5, not 6"):
         train("--data", data, "--tower-layers", "6", "--limit-per-source", "40")
     assert not ModelVersion.objects.filter(name=FUSION_MODEL_NAME).exists()

@@ -36,6 +36,12 @@ class Command(BaseCommand):
             help="how validation posts calibrate each category's scores: scale the logits, also move them, or map "
             "them step-wise",
         )
+        parser.add_argument(
+            "--head-members",
+            type=int,
+            default=ModerationTrainingConfig.head_members,
+            help="fusion heads trained from successive seeds and served as their mean (steadier than one)",
+        )
         parser.add_argument("--epochs", type=int, default=ModerationTrainingConfig.epochs)
         parser.add_argument("--seed", type=int, default=ModerationTrainingConfig.seed)
         parser.add_argument(
@@ -68,11 +74,13 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["tower_layers"] < 1:
-            raise CommandError(f"--tower-layers must be at least 1, not {options['tower_layers']}")
+        for option in ("tower_layers", "head_members"):
+            if options[option] < 1:
+                raise CommandError(f"--{option.replace('_', '-')} must be at least 1, not {options[option]}")
         config = ModerationTrainingConfig(
             head_kind=options["head"],
             calibration=options["calibration"],
+            head_members=options["head_members"],
             epochs=options["epochs"],
             seed=options["seed"],
             tower_epochs=options["tower_epochs"],
