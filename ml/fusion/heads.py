@@ -466,56 +466,17 @@ class HeadEnsemble(FusionHead):
     def kind(self) -> str:  # type: ignore[override]  # the members' kind: an ensemble explains as they do
         return self.shape.kind
 
-    def forward(
-        self,
-        image: Tensor,
-        text: Tensor,
-        *,
-        image_present: Tensor | None = None,
-        text_present: Tensor | None = None,
-        image_patches: Tensor | None = None,
-        text_tokens: Tensor | None = None,
-        text_token_mask: Tensor | None = None,
-    ) -> Tensor:
-        """The members' mean logits [N, C]."""
-        inputs = _optional_inputs(image_present, text_present, image_patches, text_tokens, text_token_mask)
+    def forward(self, image: Tensor, text: Tensor, **inputs: Tensor | None) -> Tensor:
+        """The members' mean logits [N, C] (``inputs``: the keyword inputs every head takes)."""
         return torch.stack([member(image, text, **inputs) for member in self._heads()]).mean(dim=0)
 
-    def explain(
-        self,
-        image: Tensor,
-        text: Tensor,
-        *,
-        image_present: Tensor | None = None,
-        text_present: Tensor | None = None,
-        image_patches: Tensor | None = None,
-        text_tokens: Tensor | None = None,
-        text_token_mask: Tensor | None = None,
-    ) -> dict[str, Tensor]:
+    def explain(self, image: Tensor, text: Tensor, **inputs: Tensor | None) -> dict[str, Tensor]:
         """Each of the members' explanation arrays, averaged over the members."""
-        inputs = _optional_inputs(image_present, text_present, image_patches, text_tokens, text_token_mask)
         parts = [member.explain(image, text, **inputs) for member in self._heads()]
         return {key: torch.stack([part[key] for part in parts]).mean(dim=0) for key in parts[0]}
 
     def _heads(self) -> list[FusionHead]:
         return [cast(FusionHead, member) for member in self.members]
-
-
-def _optional_inputs(
-    image_present: Tensor | None,
-    text_present: Tensor | None,
-    image_patches: Tensor | None,
-    text_tokens: Tensor | None,
-    text_token_mask: Tensor | None,
-) -> dict[str, Tensor | None]:
-    """A head's keyword inputs, to pass on to another head."""
-    return {
-        "image_present": image_present,
-        "text_present": text_present,
-        "image_patches": image_patches,
-        "text_tokens": text_tokens,
-        "text_token_mask": text_token_mask,
-    }
 
 
 def build_head(shape: HeadShape, *, members: int = 1) -> FusionHead:

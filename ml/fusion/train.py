@@ -284,9 +284,10 @@ def train_fusion_head(
         head, member_history, best_epoch = _train_one(
             config,
             shape,
-            (train_batch, len(train)),
+            train_batch,
             validation_batch,
             pos_weight,
+            count=len(train),
             seed=seed + member,
             on_progress=progress,
         )
@@ -345,16 +346,16 @@ def train_fusion_head(
 def _train_one(
     config: FusionConfig,
     shape: HeadShape,
-    train: tuple[dict[str, Tensor | None], int],
+    train_batch: dict[str, Tensor | None],
     validation_batch: dict[str, Tensor | None],
     pos_weight: Tensor | None,
     *,
+    count: int,
     seed: int,
     on_progress: Callable[[int, int], None],
 ) -> tuple[FusionHead, list[dict[str, float]], int]:
-    """One head trained from ``seed`` on ``train`` (the batch and its size), at its epoch with the lowest
+    """One head trained from ``seed`` on the ``count`` items of ``train_batch``, at its epoch with the lowest
     validation loss; its history and that epoch."""
-    train_batch, count = train
     history: list[dict[str, float]] = []
     # fork_rng: seeding here must not change the caller's global random state.
     with torch.random.fork_rng(devices=[]):
