@@ -5,7 +5,8 @@ spellings and their misspellings ("f*ck", "fr33 entry"), which character n-grams
 Measured on Davidson-style tweets (docs/moderation.md), n-grams alone rank hate speech better than MiniLM alone, and
 the fusion head that reads both beats either.
 
-Words (1-2 grams) and characters (2-5 grams within word boundaries) are hashed into a fixed number of columns, so
+Words (1-2 grams, read through ``ml.tasks.obfuscation.deobfuscate``: "h8" as "hate") and characters (2-5 grams
+within word boundaries, as written) are hashed into a fixed number of columns, so
 the classifier has no vocabulary to store and reads any text; each column is weighted by its inverse document
 frequency on the training texts, each row L2-normalised, and one logistic regression per category learns from the
 posts that carry that category's label. Everything saves as plain arrays (``.npz``): no pickle.
@@ -20,6 +21,8 @@ from typing import Any
 
 import numpy as np
 from scipy import sparse
+
+from ml.tasks.obfuscation import deobfuscate
 
 NGRAM_FILE = "ngrams.npz"
 HASH_BITS = 19  # 524,288 columns per analyser; collisions are rare for a few hundred thousand n-grams
@@ -37,9 +40,12 @@ def _vectorisers(bits: int) -> list[Any]:
     ]
 
 
-def _counts(texts: Sequence[str], bits: int) -> sparse.csr_matrix:
-    """Sublinear term frequencies [N, 2 * 2**bits] (1 + log count) of every analyser, side by side."""
-    matrix = sparse.hstack([vectoriser.transform(texts) for vectoriser in _vectorisers(bits)]).tocsr()
+def _counts(texts: Sequence[str], bits: int, *, deobfuscated: bool) -> sparse.csr_matrix:
+    """Sublinear term frequencies [N, 2 * 2**bits] (1 + log count) of every analyser, side by side; with
+    ``deobfuscated`` the word analyser reads each text through ``deobfuscate`` (the character one as written)."""
+    words, characters = _vectorisers(bits)
+    word_texts = [deobfuscate(text) for text in texts] if deobfuscated else texts
+    matrix = sparse.hstack([words.transform(word_texts), characters.transform(texts)]).tocsr()
     matrix.data = 1.0 + np.log(matrix.data)
     return matrix
 
@@ -53,6 +59,9 @@ class NgramClassifier:
     coef: np.ndarray  # [categories, columns]
     intercept: np.ndarray  # [categories]
     bits: int = HASH_BITS
+    # Words read through ``ml.tasks.obfuscation.deobfuscate`` ("h8" as "hate"); classifiers saved before it read
+    # words as written, and load so.
+    deobfuscated: bool = True
 
     @classmethod
     def fit(
@@ -72,7 +81,7 @@ class NgramClassifier:
         category is not drowned."""
         from sklearn.linear_model import LogisticRegression
 
-        counts = _counts(texts, bits)
+        counts = _counts(texts, bits, deobfuscated=True)
         documents = np.asarray((counts > 0).sum(axis=0)).ravel()
         idf = (np.log((1 + len(texts)) / (1 + documents)) + 1.0).astype(np.float32)
         features = _weigh(counts, idf)
@@ -100,7 +109,8 @@ class NgramClassifier:
         """float32 [N, C]; an empty text reads as no n-grams (the intercepts)."""
         if not texts:
             return np.zeros((0, len(self.categories)), dtype=np.float32)
-        return _linear(_weigh(_counts(texts, self.bits), self.idf), self.coef) + self.intercept
+        counts = _counts(texts, self.bits, deobfuscated=self.deobfuscated)
+        return _linear(_weigh(counts, self.idf), self.coef) + self.intercept
 
     def top_terms(self, text: str, categories: Sequence[str], k: int = 5) -> dict[str, list[str]]:
         """Per category, the words of ``text`` that push its logit up most (for a reviewer's highlight); every word
@@ -124,6 +134,7 @@ class NgramClassifier:
             coef=self.coef,
             intercept=self.intercept,
             bits=np.asarray(self.bits),
+            deobfuscated=np.asarray(self.deobfuscated),
         )
 
     @classmethod
@@ -135,6 +146,7 @@ class NgramClassifier:
                 coef=data["coef"],
                 intercept=data["intercept"],
                 bits=int(data["bits"]),
+                deobfuscated="deobfuscated" in data.files and bool(data["deobfuscated"]),
             )
 
 

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from ml.tasks.obfuscation import deobfuscate
+
 logger = logging.getLogger(__name__)
 
 TOWER_DIR = "tower"
@@ -50,6 +52,9 @@ class TowerConfig:
     # After the fold copies, one copy trained on every training text scores all other texts (the fold copies only
     # give the training texts their out-of-fold logits); False keeps the fold copies and averages them.
     refit: bool = True
+    # Texts read through ``ml.tasks.obfuscation.deobfuscate`` ("h8" as "hate"); towers saved before it read texts as
+    # written, and load so.
+    deobfuscated: bool = True
 
 
 class TowerMismatch(ValueError):
@@ -91,7 +96,7 @@ def _through(layers: Any, states: Any, mask: Any) -> Any:
 class _Base:
     """The frozen part: the base model's tokenizer, embeddings and lower layers."""
 
-    def __init__(self, encoder: Any, *, tuned_layers: int, max_tokens: int) -> None:
+    def __init__(self, encoder: Any, *, tuned_layers: int, max_tokens: int, deobfuscated: bool) -> None:
         from ml.explain.maps import model_version_of
 
         self.version = model_version_of(encoder)
@@ -104,6 +109,7 @@ class _Base:
         self.lower, self.upper = layers[:-tuned_layers], layers[-tuned_layers:]
         self.hidden = int(self.bert.config.hidden_size)
         self.max_tokens = max_tokens
+        self.deobfuscated = deobfuscated
 
     @property
     def device(self) -> Any:
@@ -113,6 +119,8 @@ class _Base:
         """The lower layers' token states [B, T, H] and the mask [B, T] of one batch of texts."""
         import torch
 
+        if self.deobfuscated:
+            texts = [deobfuscate(text) for text in texts]
         tokens = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
         ).to(self.device)
@@ -125,7 +133,12 @@ class _Base:
 def _base(config: TowerConfig, device: str) -> _Base:
     import ml
 
-    return _Base(ml.load(config.base, device=device), tuned_layers=config.tuned_layers, max_tokens=config.max_tokens)
+    return _Base(
+        ml.load(config.base, device=device),
+        tuned_layers=config.tuned_layers,
+        max_tokens=config.max_tokens,
+        deobfuscated=config.deobfuscated,
+    )
 
 
 class TextTower:
@@ -165,7 +178,7 @@ class TextTower:
         from safetensors.torch import load_file
 
         saved = json.loads((directory / CONFIG_FILE).read_text())
-        config = TowerConfig(**saved["config"])
+        config = TowerConfig(**{"deobfuscated": False, **saved["config"]})
         base = _base(config, device)
         if base.version != saved["base_version"]:
             raise TowerMismatch(

@@ -41,6 +41,22 @@ def test_it_learns_a_category_and_leaves_an_unlabelled_one_at_zero(tmp_path: Pat
     assert loaded.categories == ["spam", "other"] and loaded.bits == 16
 
 
+def test_words_are_read_through_deobfuscation_and_an_older_classifier_reads_them_as_written(tmp_path: Path) -> None:
+    texts, labels, known = _texts()
+    model = NgramClassifier.fit(texts, labels, known, ["spam", "other"], bits=16)
+    model.save(tmp_path)
+    with np.load(tmp_path / "ngrams.npz") as data:
+        older = {key: data[key] for key in data.files if key != "deobfuscated"}
+    np.savez(tmp_path / "ngrams.npz", **older)
+
+    loaded = NgramClassifier.load(tmp_path)
+    spelt = model.logits(["cl4im your fr33 priz3"])[0, 0]
+
+    assert model.deobfuscated and not loaded.deobfuscated
+    assert spelt > 0, "the plain words are what the classifier learnt"
+    assert spelt > loaded.logits(["cl4im your fr33 priz3"])[0, 0] + 0.1, "read as written, fewer words match"
+
+
 def test_soft_labels_rank_texts_by_the_share_of_yes() -> None:
     rng = random.Random(1)
     words = {"vile": 0.9, "rude": 0.5, "odd": 0.2, "calm": 0.0}

@@ -22,7 +22,7 @@ def test_the_frozen_layers_and_the_copied_top_reproduce_the_packaged_embedding()
     sentence embedding, or the tuned layers would start from something else."""
     import torch
 
-    base = _base(TowerConfig(), "cpu")
+    base = _base(TowerConfig(deobfuscated=False), "cpu")  # MiniLM reads texts as written
     texts = ["you are a wonderful person", "WINNER! text CLAIM to 80086 now", "ok", "a " * 40]
     states, mask = base.states(texts)
     with torch.no_grad():
@@ -125,3 +125,20 @@ def test_a_tower_tuned_on_another_base_version_is_refused(trained, tmp_path: Pat
 
     with pytest.raises(TowerMismatch, match="retrain"):
         TextTower.load(tmp_path / "tower")
+
+
+def test_the_tower_reads_leetspeak_as_the_plain_word_and_an_older_tower_reads_as_written(trained, tmp_path) -> None:
+    tower = trained[0]
+    plain, spelt = "the zorvians are vermin", "the zorvians are v3rmin"
+
+    assert np.allclose(tower.logits([spelt]), tower.logits([plain]), atol=1e-5)
+
+    tower.save(tmp_path / "tower")
+    config = tmp_path / "tower" / "tower.json"
+    saved = json.loads(config.read_text())
+    del saved["config"]["deobfuscated"]  # as a tower saved before deobfuscation was written
+    config.write_text(json.dumps(saved))
+    older = TextTower.load(tmp_path / "tower")
+
+    assert older.config.deobfuscated is False
+    assert not np.allclose(older.logits([spelt]), older.logits([plain]), atol=1e-3)
