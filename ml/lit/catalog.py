@@ -11,6 +11,8 @@ IMAGE_FIELD = "image"
 ID_FIELD = "id"
 # Attributes the tower learns and the evaluation reports; a catalog without one of them simply skips it.
 ATTRIBUTE_FIELDS = ("articleType", "baseColour", "gender", "usage")
+# What makes two products look-alikes (image->image search, the tower's look-alike loss): same type, same colour.
+LOOKALIKE_FIELDS = ("articleType", "baseColour")
 # Attribute values that mean "unknown" in such catalogs; they are neither learned nor scored.
 MISSING_VALUES = {"", "NA", "N/A", "nan", "None"}
 

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from ml.images import ImageRejected, open_image
-from ml.lit.catalog import Product, attribute_vocabulary
+from ml.lit.catalog import LOOKALIKE_FIELDS, Product, attribute_vocabulary
 from ml.lit.prompts import attribute_prompts
+from ml.tasks.retrieval import CatalogIndex
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
@@ -52,31 +53,55 @@ def zero_shot_classifier(encoder: Any, attribute: str, values: list[str]) -> np.
     return (per_value / np.linalg.norm(per_value, axis=1, keepdims=True)).astype(np.float32)
 
 
+def index_catalog(
+    encoder: Any, products: list[Product], images: np.ndarray, titles: np.ndarray | None = None
+) -> CatalogIndex:
+    """The search index of ``products`` with their image embeddings: the titles' embeddings as the hubness bank,
+    and zero-shot classifiers over the catalog's values of each look-alike attribute (``ml.tasks.retrieval``)."""
+    vocabulary = attribute_vocabulary(products)
+    if titles is None:
+        titles = np.asarray(encoder.encode_texts([p.title for p in products]), dtype=np.float32)
+    return CatalogIndex.build(
+        images,
+        logit_scale=getattr(encoder, "logit_scale", None),
+        bank=titles,
+        classifiers={
+            name: zero_shot_classifier(encoder, name, vocabulary[name])
+            for name in LOOKALIKE_FIELDS
+            if name in vocabulary
+        },
+    )
+
+
 def evaluate_search(encoder: Any, products: list[Product], *, on_progress: Progress | None = None) -> dict[str, Any]:
-    """The report ``manage.py evaluate search`` writes (see docs/evaluation.md for each figure's definition)."""
+    """The report ``manage.py evaluate search`` writes (docs/ml.md defines each figure), ranked
+    as catalog search ranks (``index_catalog``)."""
     from ml.eval import mrr, precision_at_k, recall_at_k
 
     images, products = encode_catalog_images(encoder, products, on_progress=on_progress)
     if on_progress is not None:
         on_progress("encoding titles", 0, len(products))
     titles = np.asarray(encoder.encode_texts([p.title for p in products]), dtype=np.float32)
+    index = index_catalog(encoder, products, images, titles)
     own_image = np.arange(len(products))
-    text_to_image = titles @ images.T
+    text_to_image = index.text_scores(titles)
     report: dict[str, Any] = {
         "text_to_image": {
             **{f"R@{k}": recall_at_k(text_to_image, own_image, k) for k in (1, 5, 10)},
             "MRR": mrr(text_to_image, own_image),
         }
     }
-    type_colour = [(p.attributes.get("articleType"), p.attributes.get("baseColour")) for p in products]
-    keys = {key: i for i, key in enumerate(sorted(set(type_colour), key=str))}
-    key_index = np.array([keys[key] for key in type_colour])
+    lookalike = [tuple(p.attributes.get(name) for name in LOOKALIKE_FIELDS) for p in products]
+    keys = {key: i for i, key in enumerate(sorted(set(lookalike), key=str))}
+    key_index = np.array([keys[key] for key in lookalike])
     relevant = key_index[:, None] == key_index[None, :]
-    report["image_to_image"] = {"P@10": precision_at_k(images @ images.T, relevant, 10, exclude_self=True)}
+    report["image_to_image"] = {"P@10": precision_at_k(index.image_scores(images), relevant, 10, exclude_self=True)}
     report["attributes"] = {}
     for attribute, values in attribute_vocabulary(products).items():
         labelled = [i for i, p in enumerate(products) if attribute in p.attributes]
-        classifier = zero_shot_classifier(encoder, attribute, values)
+        classifier = index.classifiers.get(attribute)
+        if classifier is None:
+            classifier = zero_shot_classifier(encoder, attribute, values)
         predicted = (images[labelled] @ classifier.T).argmax(axis=1)
         truth = np.array([values.index(products[i].attributes[attribute]) for i in labelled])
         report["attributes"][attribute] = float((predicted == truth).mean())

@@ -15,7 +15,7 @@ from ml import tiny
 from ml.encoders.base import l2_normalise
 from ml.tasks.captioning import NO_CAPTIONER_REASON, caption_or_explain
 from ml.tasks.ocr import read_texts
-from ml.tasks.retrieval import search_texts_to_images, top_k
+from ml.tasks.retrieval import CatalogIndex, search_texts_to_images, top_k
 from ml.tasks.zero_shot import DEFAULT_LOGIT_SCALE, build_classifier, classify, probabilities
 
 COLOURS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)}
@@ -134,6 +134,40 @@ def test_text_to_image_search_finds_the_named_colour() -> None:
     indices, scores = search_texts_to_images(encoder, ["red", "blue"], image_vectors, k=2)
     assert indices[:, 0].tolist() == [1, 0]
     assert np.all(scores[:, 0] >= scores[:, 1])
+
+
+def _unit(*rows: Sequence[float]) -> np.ndarray:
+    return l2_normalise(np.array(rows, dtype=np.float32))
+
+
+def test_the_index_pulls_back_an_image_that_sits_close_to_every_text() -> None:
+    # Image 0 is a hub: near every text of the bank. Image 1 belongs to the query alone, a little less close.
+    images = _unit([1, 1, 1], [0, 0, 1])
+    bank = _unit([1, 0.9, 0.6], [0.9, 1, 0.6], [1, 1, 0.4], [0.6, 0.9, 1], [0, 0.3, 1])
+    query = _unit([0.4, 0.4, 1])
+    plain = CatalogIndex.build(images, logit_scale=10.0)
+    index = CatalogIndex.build(images, logit_scale=10.0, bank=bank)
+
+    assert plain.search_texts(query, 1)[0][0, 0] == 0, "plain cosine ranks the hub first"
+    assert index.search_texts(query, 2)[0][0].tolist() == [1, 0]
+    hubness = np.log(np.exp(10.0 * bank @ images.T).sum(axis=0)) / 10.0
+    assert np.allclose(index.text_scores(query), query @ images.T - hubness, atol=1e-5)
+    assert np.array_equal(plain.text_scores(query), query @ images.T)
+
+
+def test_look_alike_attributes_break_a_tie_between_equally_close_images() -> None:
+    # The query is exactly as close to image 0 as to image 1; only image 1 is of the query's colour.
+    colour = _unit([1, 0, 0.5], [0, 1, -0.5])  # the attribute's two values: "red", "green"
+    images = _unit([0, 1, 1], [1, 0, 1])
+    query = _unit([0.5, 0.5, 1])
+    scores = query @ images.T
+    index = CatalogIndex.build(images, logit_scale=20.0, classifiers={"baseColour": colour})
+
+    assert scores[0, 0] == pytest.approx(scores[0, 1]) and top_k(query, images, 2)[0][0].tolist() == [0, 1]
+    agree = probabilities(query @ colour.T, 20.0) @ probabilities(images @ colour.T, 20.0).T
+    assert index.search_images(query, 2)[0][0].tolist() == [1, 0]
+    assert np.allclose(index.image_scores(query), scores + agree, atol=1e-5)
+    assert np.array_equal(CatalogIndex.build(images).image_scores(query), scores)
 
 
 # --- captioning and VQA ---------------------------------------------------------------------------------------------
