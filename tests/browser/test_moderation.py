@@ -125,6 +125,7 @@ def test_scores_evidence_and_the_dashboard_with_a_trained_model(
         spam_score = float(page.get_by_test_id("score-spam").locator("td.mono").inner_text())
         assert (spam_score > 0.5) == expected_spam, spam_score
         expect(page.get_by_test_id("attribution")).to_contain_text("text 100%")
+        expect(page.get_by_test_id("attribution").locator("span.image")).to_have_count(0)  # no sliver for 0 %
         if expected_spam:
             expect(page.get_by_test_id("post-text").locator("mark").first).to_be_visible()
             page.screenshot(path=str(shots / "moderation_scores.png"), full_page=True)
