@@ -94,7 +94,7 @@ class CatalogIndex:
         scale = float(logit_scale or DEFAULT_LOGIT_SCALE)
         hubness = np.zeros(len(vectors), dtype=np.float32)
         if bank is not None and len(bank):
-            hubness = _log_sum_exp(np.asarray(bank, dtype=np.float32) @ vectors.T, scale)
+            hubness = _log_sum_exp(np.asarray(bank, dtype=np.float32), vectors, scale)
         classifiers = {name: np.asarray(matrix, dtype=np.float32) for name, matrix in (classifiers or {}).items()}
         lookalike = {name: probabilities(vectors @ matrix.T, scale) for name, matrix in classifiers.items()}
         return cls(vectors, scale, hubness, classifiers, lookalike)
@@ -127,8 +127,12 @@ class CatalogIndex:
         return best_k(self.image_scores(image_vectors), k)
 
 
-def _log_sum_exp(similarities: np.ndarray, scale: float) -> np.ndarray:
-    """[N]: ``log(sum_b exp(scale * similarities[b, n])) / scale`` per column, computed stably."""
-    scaled = scale * similarities.astype(np.float64)
-    peak = scaled.max(axis=0)
-    return ((peak + np.log(np.exp(scaled - peak).sum(axis=0))) / scale).astype(np.float32)
+def _log_sum_exp(bank: np.ndarray, images: np.ndarray, scale: float, chunk: int = 256) -> np.ndarray:
+    """[N]: ``log(sum_b exp(scale * cos(b, n))) / scale`` for each image, ``chunk`` images at a time (a catalog of
+    100,000 products against as many titles needs 100 MB at once, not 40 GB)."""
+    out = np.empty(len(images), dtype=np.float32)
+    for start in range(0, len(images), chunk):
+        scaled = scale * (bank @ images[start : start + chunk].T)
+        peak = scaled.max(axis=0)
+        out[start : start + chunk] = (peak + np.log(np.exp(scaled - peak).sum(axis=0))) / scale
+    return out

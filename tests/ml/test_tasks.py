@@ -154,6 +154,10 @@ def test_the_index_pulls_back_an_image_that_sits_close_to_every_text() -> None:
     assert np.allclose(index.text_scores(query), query @ images.T - hubness, atol=1e-5)
     assert np.array_equal(plain.text_scores(query), query @ images.T)
 
+    many = l2_normalise(np.random.default_rng(0).normal(size=(600, 3)).astype(np.float32))  # several chunks
+    expected = np.log(np.exp(10.0 * (bank @ many.T).astype(np.float64)).sum(axis=0)) / 10.0
+    assert np.allclose(CatalogIndex.build(many, logit_scale=10.0, bank=bank).hubness, expected, atol=1e-5)
+
 
 def test_look_alike_attributes_break_a_tie_between_equally_close_images() -> None:
     # The query is exactly as close to image 0 as to image 1; only image 1 is of the query's colour.
