@@ -6,10 +6,12 @@ and leaves everything else as it was. It is conservative, because a wrong rewrit
 
 - a digit or symbol counts as a letter (``LEET``; "8" after a letter as "ate": h8, gr8) only when a letter comes
   before it and the whole word is letters afterwards, so "fr33" and "d1sgusting" change while "150p", "covid19",
-  "1st", "4u", "@user" and "£1000" stay;
+  "1st", "4u", "@user", "£1000", "risen$30", "U!U" and codes in capitals ("H1N1", "MP3") stay;
 - three or more single letters separated by spaces, or by one repeated mark ("h a t e", "h.a.t.e"), are joined
   (a leading "I" or "a" stays apart: "I h a t e" -> "I hate");
 - a letter repeated three or more times is cut to two ("soooo" -> "soo", "good" stays).
+
+Handles, hashtags and web addresses ("@user", "#tag", "www.example.com") are left as they are.
 
 The moderation model's word n-grams and its text tower read the rewritten text; its character n-grams read the
 text as written, so a spelling that is itself a signal ("fr33 entry" in spam) is still seen.
@@ -29,10 +31,16 @@ _EDGE = re.compile(r"^([^\w@$]*)(.*?)([^\w@$]*)$", re.DOTALL)
 
 def deobfuscate(text: str) -> str:
     """``text`` with leetspeak words, spaced-out and stretched letters written plainly (see the module doc)."""
-    text = _WORD.sub(lambda match: _unleet(match.group()), text)
+    text = _WORD.sub(lambda match: _plain_token(match.group()), text)
     text = _SPACED.sub(_joined, text)
-    text = _MARKED.sub(lambda match: match.group().replace(match.group(1), ""), text)
-    return _STRETCHED.sub(r"\1\1", text)
+    return _MARKED.sub(lambda match: match.group().replace(match.group(1), ""), text)
+
+
+def _plain_token(token: str) -> str:
+    """One whitespace-separated token unleeted and unstretched; handles, hashtags and web addresses as they are."""
+    if token.startswith(("@", "#")) or "://" in token or token.lower().startswith("www."):
+        return token
+    return _STRETCHED.sub(r"\1\1", _unleet(token))
 
 
 def _joined(match: re.Match[str]) -> str:
@@ -50,15 +58,33 @@ def _unleet(token: str) -> str:
     if match is None:  # pragma: no cover - the pattern matches every string
         return token
     before, word, after = match.groups()
-    if not any(char in LEET or char == "8" for char in word):
+    if not any(char in LEET or char == "8" for char in word) or _is_code(word):
         return token
     out: list[str] = []
-    for char in word:
-        if out and out[-1].isalpha() and char == "8":
+    for index, char in enumerate(word):
+        following = word[index + 1 : index + 2]
+        after_letter = bool(out) and out[-1][-1].isalpha()
+        if after_letter and char == "8":
             out.append("ate")
-        elif out and out[-1].isalpha() and char in LEET:
+        elif after_letter and char in LEET and _reads_as_letter(char, out[-1][-1], following):
             out.append(LEET[char])
         else:
             out.append(char)
     plain = "".join(out)
     return before + plain + after if plain.isalpha() else token
+
+
+def _is_code(word: str) -> bool:
+    """A code such as H1N1, MP3 or B52: digits among at most three letters, all capitals."""
+    letters = [char for char in word if char.isalpha()]
+    return any(char.isdigit() for char in word) and 0 < len(letters) <= 3 and all(c.isupper() for c in letters)
+
+
+def _reads_as_letter(char: str, previous: str, following: str) -> bool:
+    """Whether a leet character between ``previous`` and ``following`` stands for a letter: "!" only inside a
+    lower-case word ("sh!t", not "U!U"), "$" not before a digit ("a$$", not "risen$30")."""
+    if char == "!":
+        return previous.islower() and following.islower()
+    if char == "$":
+        return not following.isdigit()
+    return True

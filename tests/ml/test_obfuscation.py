@@ -32,6 +32,9 @@ def test_hidden_spellings_are_written_plainly(written: str, plain: str) -> None:
         "4u @user £1000 $100 2nite",
         "RT @user: I am a teacher",
         "good coffee, see you at 8",
+        "contact U!U have WON, the cost has risen$30",
+        "the H1N1 vaccine, an MP3 player",
+        "@sybilll #xxx www.example.com http://a.bbb.com/h8",
     ],
 )
 def test_numbers_handles_and_ordinary_words_are_left_alone(text: str) -> None:
