@@ -99,9 +99,6 @@ class CatalogIndex:
         lookalike = {name: probabilities(vectors @ matrix.T, scale) for name, matrix in classifiers.items()}
         return cls(vectors, scale, hubness, classifiers, lookalike)
 
-    def __len__(self) -> int:
-        return len(self.images)
-
     def text_scores(self, text_vectors: np.ndarray) -> np.ndarray:
         """[Q, N]: each text query's score with every image (cosine less the image's hubness)."""
         return np.atleast_2d(np.asarray(text_vectors, dtype=np.float32)) @ self.images.T - self.hubness[None, :]
