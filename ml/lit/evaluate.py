@@ -12,6 +12,7 @@ from ml.images import ImageRejected, open_image
 from ml.lit.catalog import LOOKALIKE_FIELDS, Product, attribute_vocabulary
 from ml.lit.prompts import attribute_prompts
 from ml.tasks.retrieval import CatalogIndex
+from ml.tasks.zero_shot import prompt_ensembles
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
@@ -47,20 +48,13 @@ def encode_catalog_images(
 
 def zero_shot_classifier(encoder: Any, attribute: str, values: list[str]) -> np.ndarray:
     """[len(values), D]: each value's prompt-ensemble embedding, L2-normalised."""
-    prompts = [attribute_prompts(attribute, value) for value in values]
-    flat = encoder.encode_texts([text for group in prompts for text in group])
-    per_value = flat.reshape(len(values), len(prompts[0]), -1).mean(axis=1)
-    return (per_value / np.linalg.norm(per_value, axis=1, keepdims=True)).astype(np.float32)
+    return prompt_ensembles(encoder, [attribute_prompts(attribute, value) for value in values])
 
 
-def index_catalog(
-    encoder: Any, products: list[Product], images: np.ndarray, titles: np.ndarray | None = None
-) -> CatalogIndex:
-    """The search index of ``products`` with their image embeddings: the titles' embeddings as the hubness bank,
+def index_catalog(encoder: Any, products: list[Product], images: np.ndarray, titles: np.ndarray) -> CatalogIndex:
+    """The search index of ``products`` with their image and title embeddings: the titles as the hubness bank,
     and zero-shot classifiers over the catalog's values of each look-alike attribute (``ml.tasks.retrieval``)."""
     vocabulary = attribute_vocabulary(products)
-    if titles is None:
-        titles = np.asarray(encoder.encode_texts([p.title for p in products]), dtype=np.float32)
     return CatalogIndex.build(
         images,
         logit_scale=getattr(encoder, "logit_scale", None),
