@@ -56,6 +56,7 @@ DETECTOR_FALLBACKS: dict[str, tuple[str, float]] = {"adult_content": ("nsfw", 0.
 # Categories that go together: a post positive in one is not presumed negative in the others (hate speech is
 # harassment, and often threatens violence).
 RELATED_CATEGORIES: tuple[frozenset[str], ...] = (frozenset({"hate_speech", "harassment", "violence"}),)
+MAX_SOURCE_GAIN = 10.0  # ``source_balanced``
 Progress = Callable[[str, int, int], None]
 
 
@@ -104,6 +105,10 @@ class ModerationTrainingConfig:
     # Categories whose non-positive posts that name an identity group are weighted up until naming the group is no
     # evidence on its own (``ml.tasks.identity_terms``); () turns it off.
     identity_balanced: tuple[str, ...] = ("hate_speech",)
+    # Within a category, a source of n labelled posts weighs as n ** source_balance of them (``source_balanced``):
+    # 1.0 counts every post alike, so the largest source decides what the category means; 0.5 lets a small source
+    # (ETHOS's 800 comments beside Davidson's 20,000 tweets) teach its reading of the category too.
+    source_balance: float = 0.5
     validation_share: float = 0.1
     test_share: float = 0.1
     seed: int = 0
@@ -362,6 +367,28 @@ def label_arrays(
     return labels, known
 
 
+def source_balanced(sources: Sequence[str], stated: np.ndarray, weight: np.ndarray, *, exponent: float) -> np.ndarray:
+    """``weight`` [N, C] with each category's stated posts reweighted so that a source of n of them weighs as
+    n ** ``exponent`` (temperature sampling, as multilingual models mix corpora of unequal size), and the category's
+    total stated weight unchanged. A source gains at most ``MAX_SOURCE_GAIN`` times the per-post weight of the
+    category's largest source (a handful of reviewed items is not a corpus). Presumed labels keep their weight."""
+    weight = np.asarray(weight, dtype=np.float64).copy()
+    names = np.asarray(sources)
+    for column in range(weight.shape[1]):
+        rows = np.flatnonzero(stated[:, column])
+        if not len(rows):
+            continue
+        counts = {source: int((names[rows] == source).sum()) for source in set(names[rows].tolist())}
+        largest = max(counts.values())
+        gain = {s: min(MAX_SOURCE_GAIN, (n / largest) ** (exponent - 1.0)) for s, n in counts.items()}
+        factor = np.array([gain[source] for source in names[rows]])
+        total = weight[rows, column].sum()
+        balanced = weight[rows, column] * factor
+        if balanced.sum() > 0:
+            weight[rows, column] = balanced * (total / balanced.sum())
+    return weight.astype(np.float32)
+
+
 def train_moderation_model(
     posts: Sequence[LabelledSignals],
     *,
@@ -402,6 +429,7 @@ def train_moderation_model(
     y, known = soft_labels[:, columns], train_known[:, columns]
     presumed = ~known & ~_related_to_positive(train_labels[:, columns] > 0.5, learnt)
     weight = np.where(known, 1.0, np.where(presumed, config.presumed_negative_weight, 0.0)).astype(np.float32)
+    weight = source_balanced([post.source for post in train], known, weight, exponent=config.source_balance)
     known = known | presumed
     train_texts = [post.signals.text for post in train]
     for column, name in enumerate(learnt):

@@ -17,6 +17,7 @@ from ml.tasks.moderation_model import (
     LayoutMismatch,
     ModerationTrainingConfig,
     save_moderation_model,
+    source_balanced,
     train_moderation_model,
 )
 
@@ -146,3 +147,24 @@ def test_training_needs_a_category_with_enough_labels() -> None:
     few = [LabelledSignals(_signals("hello", 1, rng), {"spam": 0}, "sms") for _ in range(30)]
     with pytest.raises(ValueError, match="no category has enough labelled posts"):
         _train(few)
+
+
+def test_source_balancing_weighs_a_source_of_n_posts_as_n_to_the_exponent() -> None:
+    # Column 0: 100 tweets and 4 comments stated; column 1: the tweets stated, the comments presumed (weight 0.25).
+    sources = ["tweets"] * 100 + ["comments"] * 4
+    stated = np.zeros((104, 2), dtype=bool)
+    stated[:, 0], stated[:100, 1] = True, True
+    weight = np.where(stated, 1.0, 0.25).astype(np.float32)
+    balanced = source_balanced(sources, stated, weight, exponent=0.5)
+    tweets, comments = balanced[:100, 0].sum(), balanced[100:, 0].sum()
+    assert tweets / comments == pytest.approx(np.sqrt(100) / np.sqrt(4))
+    assert balanced[:, 0].sum() == pytest.approx(104)  # the category's total weight is kept
+    np.testing.assert_allclose(balanced[:, 1], weight[:, 1])  # one stated source, and presumed labels, unchanged
+    np.testing.assert_allclose(source_balanced(sources, stated, weight, exponent=1.0), weight)
+
+
+def test_source_balancing_caps_what_a_tiny_source_gains() -> None:
+    sources = ["tweets"] * 1000 + ["reviewed"]
+    stated = np.ones((1001, 1), dtype=bool)
+    balanced = source_balanced(sources, stated, np.ones((1001, 1), dtype=np.float32), exponent=0.5)
+    assert balanced[1000, 0] / balanced[0, 0] == pytest.approx(10.0)  # sqrt(1000) ~ 31.6, capped

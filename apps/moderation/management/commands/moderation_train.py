@@ -67,6 +67,13 @@ class Command(BaseCommand):
             action="store_true",
             help="the fusion head also reads MiniLM's embedding (it always does with --tower-epochs 0)",
         )
+        parser.add_argument(
+            "--source-balance",
+            type=float,
+            default=ModerationTrainingConfig.source_balance,
+            help="within a category, a source of n labelled posts weighs as n ** this (1 counts every post alike, "
+            "so the largest source dominates; 0 weighs every source alike)",
+        )
         parser.add_argument("--no-promote", action="store_true", help="register the candidate only")
         parser.add_argument("--json", type=Path, default=None, help="also write the version's metrics here")
         parser.add_argument(
@@ -77,6 +84,8 @@ class Command(BaseCommand):
         for option in ("tower_layers", "head_members"):
             if options[option] < 1:
                 raise CommandError(f"--{option.replace('_', '-')} must be at least 1, not {options[option]}")
+        if not 0.0 <= options["source_balance"] <= 1.0:
+            raise CommandError(f"--source-balance must be in [0, 1], not {options['source_balance']}")
         config = ModerationTrainingConfig(
             head_kind=options["head"],
             calibration=options["calibration"],
@@ -87,6 +96,7 @@ class Command(BaseCommand):
             tower_layers=options["tower_layers"],
             tower_refit=not options["no_tower_refit"],
             head_reads_embedding=options["head_embedding"],
+            source_balance=options["source_balance"],
         )
         try:
             with StageBar() as progress:
