@@ -109,6 +109,11 @@ class ModerationTrainingConfig:
     # 1.0 counts every post alike, so the largest source decides what the category means; 0.5 lets a small source
     # (ETHOS's 800 comments beside Davidson's 20,000 tweets) teach its reading of the category too.
     source_balance: float = 0.5
+    # Sources that disagree on what a category means (Davidson's hate speech is slurs in tweets, ETHOS's attacks on
+    # groups in comments) each get their own reader logit ("hate_speech@ethos") and a logit saying how much a post
+    # reads like that source ("source:ethos"): the head reads them all and learns whose convention a post follows
+    # (``source_experts``).
+    source_experts: bool = False
     validation_share: float = 0.1
     test_share: float = 0.1
     seed: int = 0
@@ -389,6 +394,62 @@ def source_balanced(sources: Sequence[str], stated: np.ndarray, weight: np.ndarr
     return weight.astype(np.float32)
 
 
+def source_experts(
+    sources: Sequence[str], labels: np.ndarray, stated: np.ndarray, learnt: Sequence[str]
+) -> list[tuple[str, str]]:
+    """(category, source) for each source with ``MIN_LABELLED`` positive and negative stated posts in a category
+    that two or more such sources label."""
+    names = np.asarray(sources)
+    experts = []
+    for column, category in enumerate(learnt):
+        able = []
+        for source in sorted(set(names[stated[:, column]].tolist())):
+            rows = stated[:, column] & (names == source)
+            positives = int((labels[rows, column] > 0.5).sum())
+            if min(positives, int(rows.sum()) - positives) >= MIN_LABELLED:
+                able.append(source)
+        if len(able) >= 2:
+            experts += [(category, source) for source in able]
+    return experts
+
+
+def reader_columns(learnt: Sequence[str], experts: Sequence[tuple[str, str]]) -> list[str]:
+    """What the text readers predict: the categories, then one column per source expert, then one per expert
+    source saying whether a post is from it."""
+    gates = sorted({source for _, source in experts})
+    return [*learnt, *(f"{category}@{source}" for category, source in experts), *(f"source:{s}" for s in gates)]
+
+
+def reader_targets(
+    sources: Sequence[str],
+    targets: np.ndarray,
+    weight: np.ndarray,
+    stated: np.ndarray,
+    learnt: Sequence[str],
+    experts: Sequence[tuple[str, str]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, weight) [N, len(reader_columns)]: the categories' own, then each expert's (its source's stated
+    posts, their weights scaled to a mean of 1), then each source's membership (every post, weight 1)."""
+    names = np.asarray(sources)
+    gates = sorted({source for _, source in experts})
+    extra_targets, extra_weight = [], []
+    for category, source in experts:
+        column = list(learnt).index(category)
+        rows = stated[:, column] & (names == source)
+        scale = float(weight[rows, column].mean()) if rows.any() else 1.0
+        extra_targets.append(np.where(rows, targets[:, column], 0.0))
+        extra_weight.append(np.where(rows, weight[:, column] / max(scale, 1e-6), 0.0))
+    for source in gates:
+        extra_targets.append((names == source).astype(np.float64))
+        extra_weight.append(np.ones(len(names)))
+    if not extra_targets:
+        return targets, weight
+    return (
+        np.concatenate([targets, np.stack(extra_targets, 1)], axis=1).astype(np.float32),
+        np.concatenate([weight, np.stack(extra_weight, 1)], axis=1).astype(np.float32),
+    )
+
+
 def train_moderation_model(
     posts: Sequence[LabelledSignals],
     *,
@@ -436,14 +497,32 @@ def train_moderation_model(
         if name in config.identity_balanced:
             weight[:, column] = balance_identity_weights(train_texts, y[:, column], weight[:, column])
 
+    # What the text readers learn: the categories, and the source experts where sources disagree.
+    train_sources = [post.source for post in train]
+    experts = (
+        source_experts(train_sources, train_labels[:, columns], train_known[:, columns], learnt)
+        if config.source_experts
+        else []
+    )
+    readers_learn = reader_columns(learnt, experts)
+    reader_y, reader_weight = reader_targets(train_sources, y, weight, train_known[:, columns], learnt, experts)
+    reader_known = reader_weight > 0
+    if experts:
+        logger.info("source experts: %s", readers_learn[len(learnt) :])
+
     # The n-gram classifier: out-of-fold logits for the training posts, the full model for the others.
-    train_logits = np.zeros((len(train), len(learnt)), dtype=np.float32)
+    train_logits = np.zeros((len(train), len(readers_learn)), dtype=np.float32)
     fold = np.random.default_rng(config.seed).integers(0, config.ngram_folds, len(train))
 
     def fit_ngrams(rows: np.ndarray) -> NgramClassifier:
         texts = [train_texts[i] for i in rows]
         return NgramClassifier.fit(
-            texts, y[rows], known[rows], learnt, weight=weight[rows], strength=config.ngram_strength
+            texts,
+            reader_y[rows],
+            reader_known[rows],
+            readers_learn,
+            weight=reader_weight[rows],
+            strength=config.ngram_strength,
         )
 
     for part in range(config.ngram_folds):
@@ -459,7 +538,9 @@ def train_moderation_model(
     tower: TextTower | None = None
     tower_report: dict[str, Any] = {}
     if config.tower_epochs > 0:
-        tower, tower_logits, tower_report = _fit_tower(train, validation, y, weight, fold, learnt, config, report)
+        tower, tower_logits, tower_report = _fit_tower(
+            train, validation, reader_y, reader_weight, fold, learnt, experts, config, report
+        )
         train_logits = np.concatenate([train_logits, tower_logits], axis=1)
     readers = (ngrams, tower)
 
@@ -555,20 +636,26 @@ def _fit_tower(
     weight: np.ndarray,  # 0 where a post's label is neither stated nor presumed
     fold: np.ndarray,
     learnt: Sequence[str],
+    experts: Sequence[tuple[str, str]],
     config: ModerationTrainingConfig,
     report: Progress,
 ) -> tuple[TextTower, np.ndarray, dict[str, Any]]:
-    """Train the text tower on the training posts that have text; returns it, the out-of-fold logits of every
-    training post (zeros for those without text) and its training report."""
+    """Train the text tower on the training posts that have text to predict ``reader_columns``; returns it, the
+    out-of-fold logits of every training post (zeros for those without text) and its training report."""
     rows = [i for i, post in enumerate(train) if post.signals.text_features is not None]
     checked = [post for post in validation if post.signals.text_features is not None]
-    validation_labels, validation_known = label_arrays(checked, learnt)
+    labels, stated = label_arrays(checked, learnt)
+    validation_labels, validation_weight = reader_targets(
+        [post.source for post in checked], labels, stated.astype(np.float32), stated, learnt, experts
+    )
+    validation_known = validation_weight > 0
+    columns = reader_columns(learnt, experts)
     tower, logits, history = train_text_tower(
         [train[i].signals.text[:MAX_TEXT_CHARS] for i in rows],
         targets[rows],
         weight[rows],
         fold[rows],
-        categories=learnt,
+        categories=columns,
         validation_texts=[post.signals.text[:MAX_TEXT_CHARS] for post in checked],
         validation_labels=validation_labels,
         validation_known=validation_known,
@@ -577,7 +664,7 @@ def _fit_tower(
         ),
         on_progress=report,
     )
-    out_of_fold = np.zeros((len(train), len(learnt)), dtype=np.float32)
+    out_of_fold = np.zeros((len(train), len(columns)), dtype=np.float32)
     out_of_fold[rows] = logits
     return tower, out_of_fold, history
 

@@ -168,3 +168,31 @@ def test_source_balancing_caps_what_a_tiny_source_gains() -> None:
     stated = np.ones((1001, 1), dtype=bool)
     balanced = source_balanced(sources, stated, np.ones((1001, 1), dtype=np.float32), exponent=0.5)
     assert balanced[1000, 0] / balanced[0, 0] == pytest.approx(10.0)  # sqrt(1000) ~ 31.6, capped
+
+
+def test_source_experts_learn_each_sources_reading_and_whose_post_it_is(tmp_path: Path) -> None:
+    # Two sources label hate speech; in the comments' convention, spam-like texts count too.
+    rng, draw = np.random.default_rng(0), random.Random(0)
+    posts = _posts()
+    for _ in range(40):
+        posts.append(LabelledSignals(_signals(f"in my view {spam(draw)}", 2, rng), {"hate_speech": 1}, "comments"))
+        posts.append(LabelledSignals(_signals(f"in my view {ordinary(draw)}", 1, rng), {"hate_speech": 0}, "comments"))
+    trained = train_moderation_model(
+        posts,
+        categories=CATEGORIES,
+        image_feature_names=IMAGE_FEATURES,
+        text_signal_dim=TEXT_DIM,
+        config=ModerationTrainingConfig(epochs=40, hidden=16, source_experts=True),
+    )
+    readers = ["hate_speech", "spam", "hate_speech@comments", "hate_speech@tweets", "source:comments", "source:tweets"]
+    assert trained.ngrams.categories == readers and trained.tower is not None and trained.tower.categories == readers
+    assert trained.head.categories == ["hate_speech", "spam"]
+    logits = dict(zip(readers, trained.ngrams.logits([f"in my view {spam(draw)}", hateful(draw)]).T, strict=True))
+    assert logits["source:comments"][0] > logits["source:comments"][1]
+    assert logits["hate_speech@comments"][0] > logits["hate_speech@tweets"][0]  # spam is hate in comments only
+
+    spec = save_moderation_model(trained, tmp_path / "model", name="moderation-test", version="1")
+    signals = [_signals(f"in my view {spam(draw)}", 2, rng), _signals(hateful(draw), 0, rng)]
+    loaded = ml.load("moderation-test", spec=spec).predict(signals)
+    assert [p.scores for p in loaded] == [p.scores for p in trained.model().predict(signals)]
+    assert set(loaded[0].scores) == {"hate_speech", "spam"}

@@ -74,6 +74,12 @@ class Command(BaseCommand):
             help="within a category, a source of n labelled posts weighs as n ** this (1 counts every post alike, "
             "so the largest source dominates; 0 weighs every source alike)",
         )
+        parser.add_argument(
+            "--source-experts",
+            action="store_true",
+            help="where sources disagree on a category, the text readers also learn each source's reading of it "
+            "and how much a post reads like that source; the head weighs them",
+        )
         parser.add_argument("--no-promote", action="store_true", help="register the candidate only")
         parser.add_argument("--json", type=Path, default=None, help="also write the version's metrics here")
         parser.add_argument(
@@ -97,6 +103,7 @@ class Command(BaseCommand):
             tower_refit=not options["no_tower_refit"],
             head_reads_embedding=options["head_embedding"],
             source_balance=options["source_balance"],
+            source_experts=options["source_experts"],
         )
         try:
             with StageBar() as progress:
