@@ -395,10 +395,10 @@ def source_balanced(sources: Sequence[str], stated: np.ndarray, weight: np.ndarr
 
 
 def source_experts(
-    sources: Sequence[str], labels: np.ndarray, stated: np.ndarray, learnt: Sequence[str]
+    sources: Sequence[str], labels: np.ndarray, stated: np.ndarray, learnt: Sequence[str], *, folds: int
 ) -> list[tuple[str, str]]:
-    """(category, source) for each source with ``MIN_LABELLED`` positive and negative stated posts in a category
-    that two or more such sources label."""
+    """(category, source) for each source with ``MIN_LABELLED`` positive and negative stated posts per fold in a
+    category that two or more such sources label (so that every fold's readers learn the expert)."""
     names = np.asarray(sources)
     experts = []
     for column, category in enumerate(learnt):
@@ -406,7 +406,7 @@ def source_experts(
         for source in sorted(set(names[stated[:, column]].tolist())):
             rows = stated[:, column] & (names == source)
             positives = int((labels[rows, column] > 0.5).sum())
-            if min(positives, int(rows.sum()) - positives) >= MIN_LABELLED:
+            if min(positives, int(rows.sum()) - positives) >= MIN_LABELLED * folds:
                 able.append(source)
         if len(able) >= 2:
             experts += [(category, source) for source in able]
@@ -500,7 +500,9 @@ def train_moderation_model(
     # What the text readers learn: the categories, and the source experts where sources disagree.
     train_sources = [post.source for post in train]
     experts = (
-        source_experts(train_sources, train_labels[:, columns], train_known[:, columns], learnt)
+        source_experts(
+            train_sources, train_labels[:, columns], train_known[:, columns], learnt, folds=config.ngram_folds
+        )
         if config.source_experts
         else []
     )
@@ -693,7 +695,11 @@ def _standardisation(
         if not vectors:
             return np.zeros(dim, dtype=np.float32), np.ones(dim, dtype=np.float32)
         stacked = np.stack(vectors).astype(np.float64)
-        return stacked.mean(axis=0).astype(np.float32), np.maximum(stacked.std(axis=0), 1e-3).astype(np.float32)
+        std = stacked.std(axis=0)
+        # A feature (nearly) constant in training taught the head nothing: it reads as 0 on new posts, however it
+        # varies there (a reader that could not learn a category in a fold gives 0 out of fold, then learns it
+        # on all the posts; dividing by a floor would blow its logits up).
+        return stacked.mean(axis=0).astype(np.float32), np.where(std < 1e-3, np.inf, std).astype(np.float32)
 
     image_mean, image_std = moments(images, image_dim)
     own = text_signal_dim if reads_embedding else 1
