@@ -196,3 +196,16 @@ def test_source_experts_learn_each_sources_reading_and_whose_post_it_is(tmp_path
     loaded = ml.load("moderation-test", spec=spec).predict(signals)
     assert [p.scores for p in loaded] == [p.scores for p in trained.model().predict(signals)]
     assert set(loaded[0].scores) == {"hate_speech", "spam"}
+
+
+def test_a_feature_constant_in_training_reads_as_zero_on_new_posts() -> None:
+    # A reader column that was 0 for every training post (a category a fold could not learn) must not be blown up
+    # on new posts, where the reader trained on all the posts gives it values.
+    from ml.tasks.moderation_model import _standardisation
+
+    rng = np.random.default_rng(0)
+    posts = [LabelledSignals(_signals("hello", 1, rng), {"spam": 0}, "sms") for _ in range(20)]
+    logits = np.stack([rng.normal(size=20), np.zeros(20)], axis=1).astype(np.float32)
+    moments = _standardisation(posts, logits, len(IMAGE_FEATURES), TEXT_DIM, reads_embedding=False)
+    new = (np.array([0.0, 0.5, 3.0]) - moments["text_mean"]) / moments["text_std"]
+    assert np.isfinite(moments["text_std"][:2]).all() and new[2] == 0.0
