@@ -416,8 +416,12 @@ def source_experts(
 def reader_columns(learnt: Sequence[str], experts: Sequence[tuple[str, str]]) -> list[str]:
     """What the text readers predict: the categories, then one column per source expert, then one per expert
     source saying whether a post is from it."""
-    gates = sorted({source for _, source in experts})
+    gates = _expert_sources(experts)
     return [*learnt, *(f"{category}@{source}" for category, source in experts), *(f"source:{s}" for s in gates)]
+
+
+def _expert_sources(experts: Sequence[tuple[str, str]]) -> list[str]:
+    return sorted({source for _, source in experts})
 
 
 def reader_targets(
@@ -431,7 +435,6 @@ def reader_targets(
     """(targets, weight) [N, len(reader_columns)]: the categories' own, then each expert's (its source's stated
     posts, their weights scaled to a mean of 1), then each source's membership (every post, weight 1)."""
     names = np.asarray(sources)
-    gates = sorted({source for _, source in experts})
     extra_targets, extra_weight = [], []
     for category, source in experts:
         column = list(learnt).index(category)
@@ -439,7 +442,7 @@ def reader_targets(
         scale = float(weight[rows, column].mean()) if rows.any() else 1.0
         extra_targets.append(np.where(rows, targets[:, column], 0.0))
         extra_weight.append(np.where(rows, weight[:, column] / max(scale, 1e-6), 0.0))
-    for source in gates:
+    for source in _expert_sources(experts):
         extra_targets.append((names == source).astype(np.float64))
         extra_weight.append(np.ones(len(names)))
     if not extra_targets:
@@ -490,7 +493,8 @@ def train_moderation_model(
     y, known = soft_labels[:, columns], train_known[:, columns]
     presumed = ~known & ~_related_to_positive(train_labels[:, columns] > 0.5, learnt)
     weight = np.where(known, 1.0, np.where(presumed, config.presumed_negative_weight, 0.0)).astype(np.float32)
-    weight = source_balanced([post.source for post in train], known, weight, exponent=config.source_balance)
+    train_sources = [post.source for post in train]
+    weight = source_balanced(train_sources, known, weight, exponent=config.source_balance)
     known = known | presumed
     train_texts = [post.signals.text for post in train]
     for column, name in enumerate(learnt):
@@ -498,7 +502,6 @@ def train_moderation_model(
             weight[:, column] = balance_identity_weights(train_texts, y[:, column], weight[:, column])
 
     # What the text readers learn: the categories, and the source experts where sources disagree.
-    train_sources = [post.source for post in train]
     experts = (
         source_experts(
             train_sources, train_labels[:, columns], train_known[:, columns], learnt, folds=config.ngram_folds
