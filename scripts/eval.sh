@@ -7,9 +7,14 @@ cd "$(dirname "$0")/.."
 DATA=${VLP_DATA_DIR:-$(cd .. && pwd)/shared/data}
 OUT=${VLP_EVAL_DIR:-var/eval}
 CATALOG=$DATA/products/fashion
+# VLP_EVAL_PARTS: "search moderation" (default), or one of them. VLP_MODERATION_SEED: moderation_train's --seed (the
+# split, the folds, the initialisation; default 0): compare moderation changes on the mean of several seeds.
+PARTS=${VLP_EVAL_PARTS:-search moderation}
+SEED=${VLP_MODERATION_SEED:-0}
 mkdir -p "$OUT"
 .venv/bin/python manage.py migrate --noinput >/dev/null  # training registers its model version
 
+if [[ " $PARTS " == *" search "* ]]; then
 started=$(date +%s)
 .venv/bin/python manage.py train_image_tower --catalog "$CATALOG/catalog.csv" --images "$CATALOG/images" \
     --out "$OUT/lit-fashion" --holdout 2000 --name lit-fashion --time-budget-min 25
@@ -31,11 +36,13 @@ for name, value, op, target in checks:
     met = value <= target if op == "<=" else value >= target
     sys.stdout.write(f"  {name:52} {value:>8.3f}  target {op} {target:<6} {'met' if met else 'NOT MET'}\n")
 PY
+fi
 
+[[ " $PARTS " == *" moderation "* ]] || exit 0
 # Moderation: train on every folder of shared/data/moderation (80/10/10 split per source by a hash of the text;
 # the figures are the 10 % test split's), then adult_content on ordinary photos (COCO) that no model trained on.
 MODERATION=$DATA/moderation
-.venv/bin/python manage.py moderation_train --data "$MODERATION" --no-promote --json "$OUT/moderation-train.json" \
+.venv/bin/python manage.py moderation_train --data "$MODERATION" --no-promote --seed "$SEED" --json "$OUT/moderation-train.json" \
     | tail -1 | tee "$OUT/moderation-model.txt"
 MODEL=$(sed 's/^registered //' "$OUT/moderation-model.txt")
 .venv/bin/python - "$DATA/captions/coco_mini" "$OUT/coco-benign.jsonl" <<'PY'
