@@ -16,6 +16,7 @@ from ml.tasks.moderation_model import (
     LabelledSignals,
     LayoutMismatch,
     ModerationTrainingConfig,
+    _standardisation,
     save_moderation_model,
     source_balanced,
     train_moderation_model,
@@ -201,8 +202,6 @@ def test_source_experts_learn_each_sources_reading_and_whose_post_it_is(tmp_path
 def test_a_feature_constant_in_training_reads_as_zero_on_new_posts() -> None:
     # A reader column that was 0 for every training post (a category a fold could not learn) must not be blown up
     # on new posts, where the reader trained on all the posts gives it values.
-    from ml.tasks.moderation_model import _standardisation
-
     rng = np.random.default_rng(0)
     posts = [LabelledSignals(_signals("hello", 1, rng), {"spam": 0}, "sms") for _ in range(20)]
     logits = np.stack([rng.normal(size=20), np.zeros(20)], axis=1).astype(np.float32)
