@@ -186,7 +186,12 @@ class DashboardPage(RoleRequiredMixin, View):
             day["automatic_percent"] = round(100 * day["automatic"] / peak, 1)
             day["human_percent"] = round(100 * day["human"] / peak, 1)
         curves = [_curve(category, scores, truth) for category, (scores, truth) in selectors.reviewed_scores().items()]
-        context = {"sizes": selectors.queue_sizes(), "days": days, "curves": curves}
+        context = {
+            "sizes": selectors.queue_sizes(),
+            "days": days,
+            "curves": [curve for curve in curves if curve["points"]],
+            "pending": [curve for curve in curves if not curve["points"]],
+        }
         return render(request, "moderation/dashboard.html", context)
 
 
@@ -198,7 +203,6 @@ def _curve(category: str, scores: list[float], truth: list[int]) -> dict[str, An
     positives = sum(truth)
     entry: dict[str, Any] = {"category": category, "n": len(truth), "positives": positives, "points": ""}
     if positives == 0 or positives == len(truth):
-        entry["note"] = "needs reviewed items on both sides"
         return entry
     precision, recall, _ = pr_curve(np.array(truth), np.array(scores))
     order = np.argsort(recall, kind="stable")
