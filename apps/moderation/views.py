@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -206,6 +207,14 @@ def _curve(category: str, scores: list[float], truth: list[int]) -> dict[str, An
         return entry
     precision, recall, _ = pr_curve(np.array(truth), np.array(scores))
     order = np.argsort(recall, kind="stable")
-    entry["points"] = " ".join(f"{recall[i] * CURVE_SIZE:.1f},{(1 - precision[i]) * CURVE_SIZE:.1f}" for i in order)
+    # From (recall 0, precision 1), as scikit-learn's curves start, in steps (a step up in recall holds the precision
+    # it is reached at, as scikit-learn draws them): a perfect ranking runs along the top, and a line never promises
+    # a precision that no threshold gives.
+    points = [(0.0, 1.0), *((float(recall[i]), float(precision[i])) for i in order)]
+    steps = [points[0]]
+    for before, after in pairwise(points):
+        steps += [(before[0], after[1]), after]
+    drawn = [f"{r * CURVE_SIZE:.1f},{(1 - p) * CURVE_SIZE:.1f}" for r, p in steps]
+    entry["points"] = " ".join(point for index, point in enumerate(drawn) if index == 0 or point != drawn[index - 1])
     entry["size"] = CURVE_SIZE
     return entry

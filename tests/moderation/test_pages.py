@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from apps.moderation.models import Category, ContentItem, ReviewTask
 from apps.moderation.services import moderation_item_submit
-from apps.moderation.views import highlight
+from apps.moderation.views import _curve, highlight
 from tests.moderation.test_scoring import finish_scoring
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -102,3 +102,13 @@ def test_matching_terms_are_marked_case_insensitively_and_whole_words_only() -> 
         (", winner", False),
     ]
     assert highlight("", ["x"]) == [] and highlight("plain", []) == [("plain", False)]
+
+
+def test_a_curve_starts_at_full_precision_so_a_perfect_ranking_runs_along_the_top() -> None:
+    curve = _curve("spam", [0.9, 0.8, 0.3, 0.1], [1, 1, 0, 0])
+
+    assert curve["points"].split() == ["0.0,0.0", "110.0,0.0", "220.0,0.0", "220.0,73.3", "220.0,110.0"]
+    # the top post is clean: precision 0 at recall 0, then 1/2 at recall 1/2, 2/3 and 1/2 at recall 1
+    stepped = _curve("spam", [0.9, 0.8, 0.3, 0.1], [0, 1, 1, 0])["points"].split()
+    assert stepped == ["0.0,0.0", "0.0,220.0", "0.0,110.0", "110.0,110.0", "110.0,73.3", "220.0,73.3", "220.0,110.0"]
+    assert _curve("spam", [0.9, 0.1], [0, 0])["points"] == ""  # no violating item: no curve
