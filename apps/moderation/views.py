@@ -148,6 +148,7 @@ def _item_context(item: ContentItem) -> dict[str, Any]:
             }
         )
     attribution = fusion.get("modality_attribution")
+    names = {row["slug"]: row["name"] for row in rows}
     return {
         "item": item,
         "result": result,
@@ -157,6 +158,7 @@ def _item_context(item: ContentItem) -> dict[str, Any]:
         "text_marked": highlight(item.text, terms),
         "ocr_marked": highlight(image_evidence.get("ocr_text", ""), terms),
         "image_evidence": image_evidence,
+        "zero_shot": [(names.get(slug, slug), p) for slug, p in image_evidence.get("zero_shot", {}).items()],
         "pictures": list(result.images.all()) if result else [],
         "tasks": item.review_tasks.select_related("decided_by", "leased_to").order_by("created_at"),
         "appeals": item.appeals.order_by("created_at"),
@@ -186,7 +188,11 @@ class DashboardPage(RoleRequiredMixin, View):
         for day in days:
             day["automatic_percent"] = round(100 * day["automatic"] / peak, 1)
             day["human_percent"] = round(100 * day["human"] / peak, 1)
-        curves = [_curve(category, scores, truth) for category, (scores, truth) in selectors.reviewed_scores().items()]
+        names = dict(Category.objects.values_list("slug", "name"))
+        curves = [
+            {**_curve(category, scores, truth), "name": names.get(category, category)}
+            for category, (scores, truth) in selectors.reviewed_scores().items()
+        ]
         context = {
             "sizes": selectors.queue_sizes(),
             "days": days,

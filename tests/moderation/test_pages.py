@@ -53,7 +53,7 @@ def test_the_item_page_lists_clip_zero_shot_scores_when_the_full_pack_gave_them(
 
     page = client_of(make_user("moderator")).get(reverse("moderation:item", args=[item.pk])).content.decode()
 
-    assert 'data-testid="zero-shot"' in page and "violence 0.81" in page and "spam 0.07" in page
+    assert 'data-testid="zero-shot"' in page and "Violence 0.81" in page and "Spam 0.07" in page
 
 
 def test_someone_elses_task_shows_no_decision_form(minilm_champion, make_user) -> None:
@@ -90,7 +90,7 @@ def test_the_dashboard_counts_queues_and_draws_curves_from_reviewed_items(minilm
     assert 'data-testid="curve-spam"' in page and "4 reviewed, 2 violating" in page
     assert page.count("<polyline") == 1  # only spam has violating and clean reviewed items
     pending = page[page.index("No curve yet") :]
-    assert '<span data-testid="curve-violence"><strong>violence</strong> 4 reviewed, 0 violating' in pending
+    assert '<span data-testid="curve-violence"><strong>Violence</strong> 4 reviewed, 0 violating' in pending
     assert 'data-testid="dash-default">0<' in page
 
 
