@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from itertools import pairwise
+from itertools import groupby, pairwise
 from typing import Any
 
 import numpy as np
@@ -220,7 +220,6 @@ def _curve(category: str, scores: list[float], truth: list[int]) -> dict[str, An
     steps = [points[0]]
     for before, after in pairwise(points):
         steps += [(before[0], after[1]), after]
-    drawn = [f"{r * CURVE_SIZE:.1f},{(1 - p) * CURVE_SIZE:.1f}" for r, p in steps]
-    entry["points"] = " ".join(point for index, point in enumerate(drawn) if index == 0 or point != drawn[index - 1])
-    entry["size"] = CURVE_SIZE
+    drawn = (f"{r * CURVE_SIZE:.1f},{(1 - p) * CURVE_SIZE:.1f}" for r, p in steps)
+    entry["points"] = " ".join(point for point, _ in groupby(drawn))  # a corner on a point is drawn once
     return entry
